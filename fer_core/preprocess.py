@@ -38,6 +38,12 @@ class Preprocess:
                    normalize=True)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The full path: uint8 faces -> model input."""
+        return self.standardize(self.to_unit(x))
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0,1] float) faces -> float N×1×size×size in [0,1]. Augmentation runs here,
+        between :meth:`to_unit` and :meth:`standardize`, so it sees pixel values."""
         if x.ndim == 3:
             x = x.unsqueeze(1)
         if x.ndim != 4 or x.shape[1] != 1:
@@ -46,9 +52,10 @@ class Preprocess:
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
                               align_corners=False)
-        if self.normalize:
-            x = (x - self.mean) / self.std
         return x
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if self.normalize else x
 
     def invert(self, x: torch.Tensor) -> torch.Tensor:
         """Model input back to [0,1] pixels (for showing optimised or attributed inputs)."""

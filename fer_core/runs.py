@@ -1,0 +1,226 @@
+"""The run directory format, and the only code that reads or lays it out.
+
+```
+<run>/config.json        everything needed to rebuild: model + kwargs, data spec, preprocess,
+                         class names, train config, seed, versions
+<run>/metrics.csv        one row per epoch: epoch,time_s,lr,train_loss,train_acc,val_loss,val_acc
+<run>/best.pt, last.pt   checkpoints (fer_core.checkpoint); an exported/shipped run may have best.pt only
+<run>/eval/<split>.json  accuracy, per-class precision/recall/F1, confusion matrix
+<run>/eval/<split>.npz   per-image index, row, label, probs, pred (a recomputable cache)
+```
+Roots: ``checkpoints/`` (shipped with the project), ``runs/`` (the user's, git-ignored), and any
+folders in ``FER_RUNS`` (``os.pathsep``-separated). Readers never raise for a broken run while
+listing: a :class:`RunInfo` carries an ``error`` string instead, so one bad run cannot take a page
+down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from fer_core.checkpoint import CheckpointError, atomic_write_text, load_checkpoint
+from fer_core.preprocess import Preprocess
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+METRIC_COLUMNS = ("epoch", "time_s", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
+RUNNING_WINDOW_S = 600.0  # a run whose metrics.csv changed this recently and is unfinished is "running"
+
+
+class RunError(RuntimeError):
+    """A run directory that is missing or malformed; the message says which file and why."""
+
+
+def run_roots() -> list[Path]:
+    """Shipped ``checkpoints/``, the user's ``runs/`` (project and cwd), and ``FER_RUNS`` entries."""
+    roots = [PROJECT_ROOT / "checkpoints", PROJECT_ROOT / "runs", Path.cwd() / "runs"]
+    roots += [Path(p) for p in os.environ.get("FER_RUNS", "").split(os.pathsep) if p.strip()]
+    out: list[Path] = []
+    for r in roots:
+        r = r.resolve()
+        if r not in out:
+            out.append(r)
+    return out
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    epochs_done: int = 0
+    running: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.parent.name}/{self.name}"
+
+    @property
+    def synthetic(self) -> bool:
+        return str(self.config.get("data", "")).startswith("synthetic")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def list_runs(roots: list[Path] | None = None) -> list[RunInfo]:
+    """Every run under the roots (a root itself may be a run), each with ``error`` set if broken."""
+    found: list[RunInfo] = []
+    for root in roots if roots is not None else run_roots():
+        if not root.is_dir():
+            continue
+        candidates = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if p.is_dir())
+        for p in candidates:
+            if is_run_dir(p) or (p / "metrics.csv").exists() or list(p.glob("*.pt")):
+                found.append(inspect_run(p))
+    return found
+
+
+def inspect_run(path: str | os.PathLike) -> RunInfo:
+    """Cheap metadata for one run (no checkpoint is loaded)."""
+    path = Path(path)
+    info = RunInfo(path=path, name=path.name)
+    try:
+        info.config = read_config(path)
+        metrics = read_metrics(path)
+        info.epochs_done = int(metrics["epoch"].max()) if len(metrics) else 0
+        target = int(info.config.get("train", {}).get("epochs", 0) or 0)
+        mtime = (path / "metrics.csv").stat().st_mtime if (path / "metrics.csv").exists() else 0
+        info.running = (info.epochs_done < target and not info.config.get("finished")
+                        and time.time() - mtime < RUNNING_WINDOW_S)
+        if not (path / "best.pt").exists() and not (path / "last.pt").exists():
+            info.error = "no checkpoint (best.pt / last.pt) in this run"
+    except RunError as exc:
+        info.error = str(exc)
+    return info
+
+
+def read_config(run: str | os.PathLike) -> dict[str, Any]:
+    p = Path(run) / "config.json"
+    if not p.is_file():
+        raise RunError(f"{p} is missing: not a run directory")
+    try:
+        cfg = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{p} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise RunError(f"{p} has no 'model' entry")
+    return cfg
+
+
+def write_config(run: str | os.PathLike, config: dict[str, Any]) -> None:
+    atomic_write_text(Path(run) / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def read_metrics(run: str | os.PathLike) -> pd.DataFrame:
+    """metrics.csv as a DataFrame (empty, with the right columns, before the first epoch)."""
+    p = Path(run) / "metrics.csv"
+    if not p.exists():
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    try:
+        df = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunError(f"{p} is corrupt: {exc}") from None
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise RunError(f"{p} is corrupt: missing column(s) {', '.join(missing)}")
+    try:
+        df = df.astype({c: float for c in METRIC_COLUMNS if c != "epoch"}).astype({"epoch": int})
+    except (ValueError, TypeError) as exc:
+        raise RunError(f"{p} is corrupt: non-numeric value ({exc})") from None
+    return df
+
+
+def eval_path(run: str | os.PathLike, split: str, suffix: str = ".json", tta: str = "none") -> Path:
+    name = split if tta == "none" else f"{split}-tta_{tta}"
+    return Path(run) / "eval" / f"{name}{suffix}"
+
+
+def read_eval(run: str | os.PathLike, split: str, tta: str = "none") -> dict[str, Any] | None:
+    """Stored evaluation metrics of a split, or None when the run has not been evaluated on it."""
+    p = eval_path(run, split, ".json", tta)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{p} is not valid JSON: {exc}") from None
+
+
+def read_predictions(run: str | os.PathLike, split: str, tta: str = "none") -> dict[str, np.ndarray] | None:
+    p = eval_path(run, split, ".npz", tta)
+    if not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the preprocessing it was trained with."""
+
+    model: nn.Module
+    preprocess: Preprocess
+    config: dict[str, Any]
+    path: Path
+    epoch: int
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.config.get("classes", ()))
+
+
+def checkpoint_file(run: str | os.PathLike, which: str = "best") -> Path:
+    run = Path(run)
+    p = run / f"{which}.pt"
+    if not p.exists() and which == "best" and (run / "last.pt").exists():
+        p = run / "last.pt"  # a run killed before its first best.pt still has a model
+    return p
+
+
+def load_model(run: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model from the run's own config and load its weights (``weights_only=True``).
+
+    Stored fp16 weights (exported runs) are cast to the model's fp32 parameters by
+    ``load_state_dict``; evaluation figures of exported runs are computed on exactly those weights.
+    """
+    from fer_core.models import create_model
+
+    run = Path(run)
+    config = read_config(run)
+    path = checkpoint_file(run, which)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = create_model(config["model"], num_classes=len(config.get("classes", [])) or 7,
+                         **config.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match model {config['model']!r}: {exc}") from None
+    model.to(device).eval()
+    return LoadedModel(model=model, preprocess=Preprocess.from_dict(config["preprocess"]),
+                       config=config, path=path, epoch=int(ckpt.get("epoch", 0)))
+
+
+def new_run_dir(root: str | os.PathLike = "runs", name: str | None = None) -> Path:
+    """A fresh, not yet existing run directory ``root/<name or timestamp>``."""
+    root = Path(root)
+    base = name or time.strftime("%Y%m%d-%H%M%S")
+    path, k = root / base, 1
+    while path.exists():
+        k += 1
+        path = root / f"{base}-{k}"
+    path.mkdir(parents=True)
+    return path

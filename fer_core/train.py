@@ -1,0 +1,447 @@
+"""Training: ``TrainConfig``, ``train_one_epoch``, ``evaluate_loss`` and ``fit`` (with resume).
+
+Shaped after torchvision's ``references/classification`` (plain functions, resume restores
+model + optimizer + schedule + epoch) and nanoGPT (one readable loop, the config saved with the
+checkpoint so the run can be rebuilt from it alone).
+
+Why no DataLoader: FER faces are tiny (a whole FER2013 is ~80 MB as uint8), so the training set
+lives in memory as one tensor and batches are index slices; augmentation runs batched on tensors
+(:mod:`fer_core.augment`). That keeps the input pipeline at a few percent of model compute on a
+2-core CPU, where per-sample PIL transforms would dominate.
+
+Reproducibility: every epoch's shuffling, augmentation and dropout draw from RNGs seeded by
+``(seed, epoch)``, so a resumed run continues exactly as an uninterrupted one would and the same
+seed gives the same ``metrics.csv`` (apart from wall time) on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fer_core
+from fer_core.augment import PRESETS, build_augment
+from fer_core.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from fer_core.data.faceset import FaceSet
+from fer_core.models import create_model
+from fer_core.preprocess import Preprocess
+from fer_core.runs import METRIC_COLUMNS, new_run_dir, read_config, read_metrics, write_config
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved verbatim in ``config.json`` under ``train``."""
+
+    data: str = "synthetic"
+    model: str = "cnn4"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"          # adam | adamw | sgd (Nesterov momentum)
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"          # cosine | plateau | none
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0                # Beta(alpha, alpha) mixup; 0 = off
+    ema: float = 0.0                  # weight EMA decay per step (e.g. 0.999); 0 = off
+    normalize: bool = True
+    aug: str = "basic"                # none | basic | strong
+    early_stop: int = 0               # patience in epochs on val accuracy; 0 = off
+    seed: int = 0
+    val_fraction: float = 0.1
+    skip_bad_rows: bool = False
+    ferplus: str | None = None
+    device: str = "auto"              # auto | cpu | cuda | mps
+    channels_last: bool = True
+    bf16: str = "auto"                # auto | on | off  (CPU autocast; fp32 where unsupported)
+    threads: int = 0                  # torch intra-op threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        if self.aug not in PRESETS:
+            raise ValueError(f"unknown augmentation preset {self.aug!r}; choose one of {', '.join(PRESETS)}")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adam, adamw or sgd")
+        if self.schedule not in ("cosine", "plateau", "none"):
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose cosine, plateau or none")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------- environment
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when started by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank=torch_dist.get_rank(), world=torch_dist.get_world_size(),
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA GPU is available; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("--device mps requested but MPS is not available; use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name, local_rank) if name == "cuda" else torch.device(name)
+
+
+def cpu_bf16_supported() -> bool:
+    """True when this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    if cfg.bf16 == "off" or device.type != "cpu":
+        return False
+    supported = cpu_bf16_supported()
+    if cfg.bf16 == "on" and not supported:
+        raise RuntimeError("--bf16 on requested but this CPU lacks bf16 instructions; use --bf16 auto")
+    return supported
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading rejects.
+    return {"fer_core": str(fer_core.__version__), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "python": platform.python_version()}
+
+
+# ----------------------------------------------------------------------------- loops
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
+
+
+def _lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Per-step learning rate for the cosine/none schedules (linear warmup first)."""
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if warm and step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule != "cosine":
+        return cfg.lr
+    t = (step - warm) / max(1, total_steps - warm)
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def _to_input(x_u8: torch.Tensor, preprocess: Preprocess, augment: nn.Module | None,
+              device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = preprocess.to_unit(x_u8.to(device))
+    if augment is not None:
+        x = augment(x)
+    x = preprocess.standardize(x)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: TrainConfig,
+                    preprocess: Preprocess, augment: nn.Module, optimizer: torch.optim.Optimizer,
+                    epoch: int, device: torch.device, dist: DistInfo = DistInfo(), bf16: bool = False,
+                    ema: torch.optim.swa_utils.AveragedModel | None = None,
+                    progress: Progress | None = None) -> tuple[float, float]:
+    """One pass over the training faces; returns (mean loss, accuracy) of this process's shard."""
+    model.train()
+    seed = _epoch_seed(cfg.seed, epoch)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + 1)  # dropout + kornia's per-image augmentation parameters
+    perm = torch.randperm(len(x), generator=gen)
+    if dist.enabled:  # equal-length shards so every rank runs the same number of steps
+        per = len(perm) // dist.world
+        perm = perm[dist.rank::dist.world][:per]
+    steps = math.ceil(len(perm) / cfg.batch_size)
+    total_steps = steps * cfg.epochs
+    loss_sum, correct, seen = 0.0, 0, 0
+    mix_gen = np.random.default_rng(seed + 2)
+    for i in range(steps):
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        xb = _to_input(x[idx], preprocess, augment, device, cfg.channels_last)
+        yb = y[idx].to(device)
+        if cfg.schedule != "plateau":
+            lr = _lr_at(cfg, (epoch - 1) * steps + i, total_steps, steps)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+        lam, perm_b = 1.0, None
+        if cfg.mixup > 0:
+            lam = float(mix_gen.beta(cfg.mixup, cfg.mixup))
+            perm_b = torch.randperm(len(xb))
+            xb = lam * xb + (1 - lam) * xb[perm_b]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(xb)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+        if perm_b is not None:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[perm_b],
+                                                            label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss_sum += float(loss.detach()) * len(yb)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(yb)
+        if progress is not None:
+            progress({"kind": "batch", "epoch": epoch, "step": i + 1, "steps": steps,
+                      "loss": loss_sum / seen, "acc": correct / seen})
+    return loss_sum / max(1, seen), correct / max(1, seen)
+
+
+@torch.inference_mode()
+def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, preprocess: Preprocess,
+                  device: torch.device, batch_size: int = 512, channels_last: bool = False) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in fp32 and eval mode, e.g. on the validation split."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = _to_input(x[i:i + batch_size], preprocess, None, device, channels_last)
+            yb = y[i:i + batch_size].to(device)
+            logits = model(xb).float()
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return loss_sum / max(1, len(x)), correct / max(1, len(x))
+
+
+# ----------------------------------------------------------------------------- fit
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm and bias parameters (standard practice; decaying them hurts).
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _append_metrics(run_dir: Path, row: dict[str, float]) -> None:
+    """Rewrite metrics.csv atomically with one more row (a kill never leaves a torn line)."""
+    p = run_dir / "metrics.csv"
+    text = p.read_text() if p.exists() else ",".join(METRIC_COLUMNS) + "\n"
+    line = ",".join(str(int(row[c])) if c == "epoch" else f"{row[c]:.6g}" for c in METRIC_COLUMNS)
+    atomic_write_text(p, text + line + "\n")
+
+
+def _truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Drop rows after the checkpointed epoch: they will be recomputed identically on resume."""
+    df = read_metrics(run_dir)
+    keep = df[df["epoch"] <= last_epoch]
+    buf = io.StringIO()
+    keep.to_csv(buf, index=False, float_format="%.6g")
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+
+
+def build_run_config(cfg: TrainConfig, faces: FaceSet, preprocess: Preprocess) -> dict[str, Any]:
+    return {
+        "model": cfg.model,
+        "model_kwargs": cfg.model_kwargs,
+        "data": cfg.data,
+        "synthetic": faces.synthetic,
+        "preprocess": preprocess.to_dict(),
+        "classes": list(faces.classes),
+        "train": asdict(cfg),
+        "seed": cfg.seed,
+        "data_summary": {s: int((faces.split == s).sum()) for s in faces.splits},
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None, *,
+        resume: str | os.PathLike | None = None, progress: Progress | None = None,
+        faces: FaceSet | None = None, runs_root: str | os.PathLike = "runs",
+        max_epochs: int | None = None) -> Path:
+    """Train (or resume) a run and return its directory.
+
+    ``resume`` continues the run in that directory from ``last.pt`` (the config comes from its
+    ``config.json``; ``max_epochs`` may extend it). ``faces`` lets callers pass an already-loaded
+    FaceSet (tests, dashboard); otherwise ``cfg.data`` is opened.
+    """
+    if resume is not None:
+        run_path = Path(resume)
+        run_cfg = read_config(run_path)
+        cfg = TrainConfig.from_dict(run_cfg["train"])
+        if max_epochs is not None:
+            cfg.epochs = max_epochs
+    elif cfg is None:
+        raise ValueError("fit() needs a TrainConfig or resume=RUN_DIR")
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    probe_device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist = setup_distributed(probe_device)
+    device = probe_device
+    bf16 = use_bf16(cfg, device)
+    torch.manual_seed(cfg.seed)
+
+    if faces is None:
+        from fer_core.data.sources import open_dataset
+
+        faces = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                             skip_bad_rows=cfg.skip_bad_rows, ferplus=cfg.ferplus)
+    train, val = faces.select("train"), faces.select("val")
+    if not train.labeled:
+        raise ValueError(f"{cfg.data}: the train split has unlabeled faces; training needs labels")
+
+    if resume is not None:
+        preprocess = Preprocess.from_dict(run_cfg["preprocess"])
+        config = run_cfg
+        config["train"] = asdict(cfg)
+        config.pop("finished", None)
+    else:
+        preprocess = Preprocess.fit(train.x, normalize=cfg.normalize)
+        config = build_run_config(cfg, faces, preprocess)
+        if dist.is_main:
+            run_path = Path(run_dir) if run_dir is not None else new_run_dir(runs_root, f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_path.mkdir(parents=True, exist_ok=True)
+        else:
+            run_path = Path(run_dir) if run_dir is not None else Path(os.devnull)
+        if dist.enabled:  # every rank needs rank 0's run directory name
+            obj = [str(run_path)]
+            torch_dist.broadcast_object_list(obj, src=0)
+            run_path = Path(obj[0])
+    if dist.is_main:
+        write_config(run_path, config)
+
+    model = create_model(cfg.model, num_classes=len(faces.classes), **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(cfg, model)
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
+               if cfg.schedule == "plateau" else None)
+    ema = None
+    if cfg.ema > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+
+    start_epoch, best_acc, best_epoch, elapsed = 1, -1.0, 0, 0.0
+    last = run_path / "last.pt"
+    if resume is not None and last.exists():
+        ck = load_checkpoint(last)
+        model.load_state_dict(ck.get("train_state_dict", ck["state_dict"]))
+        optimizer.load_state_dict(ck["optimizer"])
+        if plateau is not None and ck.get("plateau"):
+            plateau.load_state_dict(ck["plateau"])
+        if ema is not None and "state_dict" in ck:
+            ema.module.load_state_dict(ck["state_dict"])
+            ema.n_averaged.fill_(int(ck.get("ema_n", 1)))
+        start_epoch = int(ck["epoch"]) + 1
+        best_acc, best_epoch = float(ck.get("best_val_acc", -1.0)), int(ck.get("best_epoch", 0))
+        elapsed = float(ck.get("elapsed_s", 0.0))
+        if dist.is_main:
+            _truncate_metrics(run_path, int(ck["epoch"]))
+    elif resume is not None and dist.is_main:
+        _truncate_metrics(run_path, 0)  # killed before the first epoch finished: start over
+
+    net: nn.Module = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    augment = build_augment(cfg.aug).to(device)
+    eval_model = ema.module if ema is not None else model
+    stale = 0
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            tr_loss, tr_acc = train_one_epoch(net, train.x, train.y, cfg=cfg, preprocess=preprocess,
+                                              augment=augment, optimizer=optimizer, epoch=epoch,
+                                              device=device, dist=dist, bf16=bf16, ema=ema,
+                                              progress=progress)
+            va_loss, va_acc = evaluate_loss(eval_model, val.x, val.y, preprocess=preprocess,
+                                            device=device, channels_last=cfg.channels_last)
+            if plateau is not None:
+                plateau.step(va_acc)
+            elapsed += time.perf_counter() - t0
+            row = {"epoch": epoch, "time_s": elapsed, "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": va_acc}
+            improved = va_acc > best_acc
+            if improved:
+                best_acc, best_epoch, stale = va_acc, epoch, 0
+            else:
+                stale += 1
+            if dist.is_main:
+                # Order matters for crash safety: metrics row, then best.pt, then last.pt. Resume
+                # trusts last.pt's epoch and drops any later metrics rows.
+                _append_metrics(run_path, row)
+                state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
+                common = {"config": config, "epoch": epoch, "best_val_acc": best_acc,
+                          "best_epoch": best_epoch, "val_acc": va_acc, "elapsed_s": elapsed}
+                if improved:
+                    save_checkpoint(run_path / "best.pt", {"state_dict": state, **common})
+                payload = {"state_dict": state, "optimizer": optimizer.state_dict(), **common}
+                if ema is not None:
+                    payload["train_state_dict"] = model.state_dict()
+                    payload["ema_n"] = int(ema.n_averaged)
+                if plateau is not None:
+                    payload["plateau"] = plateau.state_dict()
+                save_checkpoint(last, payload)
+            if progress is not None:
+                progress({"kind": "epoch", **row, "best_val_acc": best_acc})
+            if cfg.early_stop and stale >= cfg.early_stop:
+                if progress is not None:
+                    progress({"kind": "early_stop", "epoch": epoch, "best_epoch": best_epoch})
+                break
+        if dist.is_main:
+            config["finished"] = True
+            config["best_epoch"], config["best_val_acc"] = best_epoch, best_acc
+            write_config(run_path, config)
+    finally:
+        if dist.enabled and torch_dist.is_initialized():
+            torch_dist.barrier()
+            torch_dist.destroy_process_group()
+    return run_path
