@@ -224,3 +224,26 @@ def new_run_dir(root: str | os.PathLike = "runs", name: str | None = None) -> Pa
         path = root / f"{base}-{k}"
     path.mkdir(parents=True)
     return path
+
+
+def export_run(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = True) -> Path:
+    """Copy a finished run into a compact, shippable run: config, metrics and ``best.pt`` only.
+
+    Floating-point weights are stored as fp16 when ``half`` (they are cast back to fp32 on load);
+    the optimizer state and ``last.pt`` are dropped (an exported run is for inspection, not for
+    resuming). Evaluate the exported run afterwards so its ``eval/`` figures describe exactly the
+    weights that ship.
+    """
+    from fer_core.checkpoint import save_checkpoint
+
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    config = read_config(src)
+    config["exported"] = {"from": src.name, "dtype": "float16" if half else "float32"}
+    ck = load_checkpoint(checkpoint_file(src, "best"))
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["state_dict"].items()}
+    keep = {k: ck[k] for k in ("epoch", "best_val_acc", "best_epoch", "val_acc", "elapsed_s") if k in ck}
+    save_checkpoint(dst / "best.pt", {"state_dict": state, "config": config, **keep})
+    write_config(dst, config)
+    atomic_write_text(dst / "metrics.csv", (src / "metrics.csv").read_text())
+    return dst

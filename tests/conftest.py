@@ -1,0 +1,47 @@
+"""Shared fixtures. Tests needing the real FER2013 files use ``shared_data`` and skip when the
+project's ``../shared`` folder is absent (as on a user's machine)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "fer2013"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "browser: needs Debian chromium + playwright")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED / "fer2013_train_publictest.npz").is_file():
+        pytest.skip(f"real FER2013 files not found at {SHARED} (../shared is only present in the "
+                    "project's CI/dev machines; users without it skip these tests)")
+    return SHARED
+
+
+def make_tiny_faces(n: int = 420, seed: int = 0):
+    """A small learnable FaceSet: class c brightens a band of rows, plus noise."""
+    from fer_core.data.faceset import FaceSet, splits_from_usage
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 7
+    x = (torch.rand(n, 48, 48, generator=g) * 60).to(torch.uint8)
+    for c in range(7):
+        x[y == c, c * 6:c * 6 + 6, :] += 150
+    usage = np.array(["Training"] * (n - n // 5) + ["PublicTest"] * (n // 5))
+    split = splits_from_usage(usage, y.numpy(), seed=seed)
+    return FaceSet(x=x, y=y, split=split, row=np.arange(n), source="tiny")
+
+
+@pytest.fixture()
+def tiny_faces():
+    return make_tiny_faces()

@@ -1,0 +1,181 @@
+"""Training, run directory, checkpoint safety, resume and augmentation."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fer_core.augment import build_augment
+from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fer_core.preprocess import Preprocess
+from fer_core.runs import inspect_run, load_model, read_config, read_metrics
+from fer_core.train import TrainConfig, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(data="tiny", model="cnn4", epochs=2, batch_size=64, aug="basic", threads=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _no_time(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=["time_s"]).reset_index(drop=True)
+
+
+def test_fit_writes_run_directory(tmp_path, tiny_faces):
+    run = fit(_cfg(), run_dir=tmp_path / "r", faces=tiny_faces)
+    for name in ("config.json", "metrics.csv", "best.pt", "last.pt"):
+        assert (run / name).is_file(), name
+    m = read_metrics(run)
+    assert list(m["epoch"]) == [1, 2]
+    cfg = read_config(run)
+    assert cfg["model"] == "cnn4" and cfg["preprocess"]["normalize"] is True
+    assert cfg["classes"][0] == "angry" and cfg["finished"] is True
+    for name in ("best.pt", "last.pt"):  # plain types + tensors only
+        ck = torch.load(run / name, weights_only=True)
+        assert ck["format"] == 1 and "state_dict" in ck
+    lm = load_model(run)
+    assert not lm.model.training
+    out = lm.model(lm.preprocess(tiny_faces.x[:4]))
+    assert out.shape == (4, 7)
+
+
+def test_same_seed_same_metrics(tmp_path, tiny_faces):
+    a = fit(_cfg(aug="strong"), run_dir=tmp_path / "a", faces=tiny_faces)
+    b = fit(_cfg(aug="strong"), run_dir=tmp_path / "b", faces=tiny_faces)
+    pd.testing.assert_frame_equal(_no_time(read_metrics(a)), _no_time(read_metrics(b)))
+    c = fit(_cfg(aug="strong", seed=1), run_dir=tmp_path / "c", faces=tiny_faces)
+    assert not _no_time(read_metrics(a)).equals(_no_time(read_metrics(c)))
+
+
+def test_resume_matches_uninterrupted(tmp_path, tiny_faces):
+    full = fit(_cfg(epochs=3, ema=0.9), run_dir=tmp_path / "full", faces=tiny_faces)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_2(ev):
+        if ev["kind"] == "epoch" and ev["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(_cfg(epochs=3, ema=0.9), run_dir=tmp_path / "cut", faces=tiny_faces, progress=stop_after_2)
+    assert list(read_metrics(tmp_path / "cut")["epoch"]) == [1, 2]
+    fit(resume=tmp_path / "cut", faces=tiny_faces)
+    pd.testing.assert_frame_equal(_no_time(read_metrics(full)), _no_time(read_metrics(tmp_path / "cut")))
+
+
+def test_resume_drops_rows_after_last_checkpoint(tmp_path, tiny_faces):
+    run = fit(_cfg(epochs=2), run_dir=tmp_path / "r", faces=tiny_faces)
+    # Simulate a kill after epoch 3's metrics row was written but before last.pt was replaced.
+    with open(run / "metrics.csv", "a") as f:
+        f.write("3,1.0,0.001,1.0,0.5,1.0,0.5\n")
+    fit(resume=run, faces=tiny_faces, max_epochs=3)
+    assert list(read_metrics(run)["epoch"]) == [1, 2, 3]
+
+
+def test_crafted_pickle_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.pt"
+    with open(bad, "wb") as f:
+        pickle.dump({"state_dict": Evil()}, f)
+    torch.save({"state_dict": {}, "x": Evil()}, tmp_path / "evil2.pt")
+    for p in (bad, tmp_path / "evil2.pt"):
+        with pytest.raises(CheckpointError, match="refusing to load"):
+            load_checkpoint(p)
+    assert not marker.exists()
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "trunc.pt").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    save_checkpoint(tmp_path / "ok.pt", {"state_dict": {"w": torch.ones(2)}})
+    assert load_checkpoint(tmp_path / "ok.pt")["format"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("preset", ["basic", "strong"])
+def test_augment_is_per_image(preset):
+    torch.manual_seed(0)
+    face = torch.rand(1, 1, 48, 48)
+    out = build_augment(preset)(face.repeat(64, 1, 1, 1))
+    flat = out.flatten(1)
+    distinct = torch.unique(flat.round(decimals=4), dim=0)
+    assert len(distinct) > 16, "identical inputs must get independent random parameters"
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_augment_none_is_identity():
+    x = torch.rand(8, 1, 48, 48)
+    assert torch.equal(build_augment("none")(x), x)
+
+
+def test_normalize_and_aug_switches_change_training(tmp_path, tiny_faces):
+    pre = Preprocess.fit(tiny_faces.x, normalize=True)
+    assert pre.normalize and abs(pre.mean) > 0.01 and abs(pre.std - 1) > 0.01
+    assert Preprocess.fit(tiny_faces.x, normalize=False) == Preprocess()
+    runs = {k: fit(_cfg(epochs=1, **kw), run_dir=tmp_path / k, faces=tiny_faces)
+            for k, kw in {"plain": dict(normalize=False, aug="none"), "norm": dict(aug="none"),
+                          "aug": dict(aug="strong")}.items()}
+    losses = {k: float(read_metrics(r)["train_loss"].iloc[0]) for k, r in runs.items()}
+    assert len(set(losses.values())) == 3, losses
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="augmentation preset"):
+        TrainConfig(aug="wild")
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs")
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "fer_core", *args], capture_output=True, text=True,
+                          cwd=kw.pop("cwd", ROOT), env=env, timeout=kw.pop("timeout", 300), **kw)
+
+
+def test_sigkill_leaves_a_resumable_run(tmp_path):
+    """Kill real training processes with SIGKILL at several moments; each run must load and resume."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "fer_core", "train", "--data", "synthetic:n=1400", "--model", "cnn4",
+            "--epochs", "3", "--batch-size", "32", "--threads", "1", "--out", str(tmp_path),
+            "--quiet", "--no-eval"]
+    for k, delay in enumerate((1.5, 5.0, 9.0)):
+        name = f"kill{k}"
+        proc = subprocess.Popen(args + ["--name", name], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        run = tmp_path / name
+        if not (run / "config.json").exists():
+            continue  # killed before the run existed: nothing to resume
+        info = inspect_run(run)
+        assert info.config["model"] == "cnn4"
+        read_metrics(run)  # never torn
+        if (run / "last.pt").exists():
+            load_checkpoint(run / "last.pt")
+        r = _cli("train", "--resume", str(run), "--quiet", "--no-eval")
+        assert r.returncode == 0, r.stderr
+        assert list(read_metrics(run)["epoch"]) == [1, 2, 3]
+        load_model(run)
