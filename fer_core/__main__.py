@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--bf16", choices=["auto", "on", "off"], default=None)
     t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--time-budget-min", type=float, default=None,
+                   help="cosine schedule over this many minutes of training, then stop (--epochs is the cap)")
     t.add_argument("--out", default="runs", help="folder for new runs (default runs/)")
     t.add_argument("--name", default=None, help="run directory name (default model-timestamp)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from last.pt")

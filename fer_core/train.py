@@ -72,6 +72,7 @@ class TrainConfig:
     channels_last: bool = True
     bf16: str = "auto"                # auto | on | off  (CPU autocast; fp32 where unsupported)
     threads: int = 0                  # torch intra-op threads; 0 = torch's default
+    time_budget_min: float = 0.0      # >0: cosine over wall time, stop when spent (epochs = max)
 
     def __post_init__(self) -> None:
         if self.aug not in PRESETS:
@@ -164,14 +165,19 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
 
 
-def _lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Per-step learning rate for the cosine/none schedules (linear warmup first)."""
+def _lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int,
+           time_fraction: float | None = None) -> float:
+    """Per-step learning rate for the cosine/none schedules (linear warmup first).
+
+    With a time budget the cosine runs over wall-clock time (``time_fraction`` in [0, 1]) so a run
+    ends annealed whatever the machine's speed; otherwise over steps.
+    """
     warm = int(cfg.warmup_epochs * steps_per_epoch)
     if warm and step < warm:
         return cfg.lr * (step + 1) / warm
     if cfg.schedule != "cosine":
         return cfg.lr
-    t = (step - warm) / max(1, total_steps - warm)
+    t = time_fraction if time_fraction is not None else (step - warm) / max(1, total_steps - warm)
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -188,8 +194,13 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
                     preprocess: Preprocess, augment: nn.Module, optimizer: torch.optim.Optimizer,
                     epoch: int, device: torch.device, dist: DistInfo = DistInfo(), bf16: bool = False,
                     ema: torch.optim.swa_utils.AveragedModel | None = None,
-                    progress: Progress | None = None) -> tuple[float, float]:
-    """One pass over the training faces; returns (mean loss, accuracy) of this process's shard."""
+                    progress: Progress | None = None, elapsed_before: float = 0.0) -> tuple[float, float]:
+    """One pass over the training faces; returns (mean loss, accuracy) of this process's shard.
+
+    With ``cfg.time_budget_min`` the epoch also ends early once the budget is spent.
+    """
+    budget_s = cfg.time_budget_min * 60.0
+    t_start = time.perf_counter()
     model.train()
     seed = _epoch_seed(cfg.seed, epoch)
     gen = torch.Generator().manual_seed(seed)
@@ -206,8 +217,17 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         xb = _to_input(x[idx], preprocess, augment, device, cfg.channels_last)
         yb = y[idx].to(device)
+        frac = None
+        if budget_s > 0:
+            frac = (elapsed_before + time.perf_counter() - t_start) / budget_s
+            if dist.enabled:  # all ranks must agree on the schedule and on stopping
+                f = torch.tensor([frac])
+                torch_dist.all_reduce(f, op=torch_dist.ReduceOp.MAX)
+                frac = float(f)
+            if frac >= 1.0 and seen:
+                break
         if cfg.schedule != "plateau":
-            lr = _lr_at(cfg, (epoch - 1) * steps + i, total_steps, steps)
+            lr = _lr_at(cfg, (epoch - 1) * steps + i, total_steps, steps, frac)
             for g in optimizer.param_groups:
                 g["lr"] = lr
         lam, perm_b = 1.0, None
@@ -401,7 +421,7 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
             tr_loss, tr_acc = train_one_epoch(net, train.x, train.y, cfg=cfg, preprocess=preprocess,
                                               augment=augment, optimizer=optimizer, epoch=epoch,
                                               device=device, dist=dist, bf16=bf16, ema=ema,
-                                              progress=progress)
+                                              progress=progress, elapsed_before=elapsed)
             va_loss, va_acc = evaluate_loss(eval_model, val.x, val.y, preprocess=preprocess,
                                             device=device, channels_last=cfg.channels_last)
             if plateau is not None:
@@ -432,6 +452,10 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
                 save_checkpoint(last, payload)
             if progress is not None:
                 progress({"kind": "epoch", **row, "best_val_acc": best_acc})
+            if cfg.time_budget_min > 0 and elapsed >= cfg.time_budget_min * 60.0:
+                if progress is not None:
+                    progress({"kind": "budget_spent", "epoch": epoch, "time_s": elapsed})
+                break
             if cfg.early_stop and stale >= cfg.early_stop:
                 if progress is not None:
                     progress({"kind": "early_stop", "epoch": epoch, "best_epoch": best_epoch})
