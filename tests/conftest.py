@@ -15,8 +15,6 @@ SHARED = ROOT.parent / "shared" / "data" / "fer2013"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
-    config.addinivalue_line("markers", "browser: needs Debian chromium + playwright")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
