@@ -91,7 +91,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from fer_core.evaluate import evaluate_run
 
-    r = evaluate_run(a.run, data=a.data, split=a.split, tta=a.tta, which=a.checkpoint)
+    r = evaluate_run(a.run, data=a.data, split=a.split, tta=a.tta, which=a.checkpoint, ferplus=a.ferplus)
+    if "ferplus" in r:
+        f = r["ferplus"]
+        print(f"FER+: of {f['with_votes']} errors with crowd votes, the FER+ majority agrees with the model "
+              f"on {f['ferplus_agrees_with_model']} ({f['share_model_right']:.1%}) and with the FER2013 "
+              f"label on {f['ferplus_agrees_with_label']}", file=sys.stderr)
     print(f"{a.split}: accuracy {r['accuracy']:.4f}  macro_f1 {r['macro_f1']:.4f}  ece {r['ece']:.4f}  "
           f"n={r['n']}  tta={a.tta}", file=sys.stderr)
     print(json.dumps({k: r[k] for k in ("split", "accuracy", "macro_f1", "ece", "n", "tta", "data")}))
@@ -192,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--tta", default="none", choices=["none", "flip", "tencrop"])
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    e.add_argument("--ferplus", default=None, help="FER+ fer2013new.csv: attach crowd votes and report on them")
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="classify the faces in images; one JSON line per face")

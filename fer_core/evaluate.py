@@ -19,6 +19,7 @@ import torchvision.transforms.v2.functional as TF
 
 from fer_core.checkpoint import atomic_write_bytes, atomic_write_text
 from fer_core.data.faceset import FaceSet
+from fer_core.data.sources import FERPLUS_VOTE_NAMES
 from fer_core.preprocess import Preprocess
 from fer_core.runs import eval_path, load_model, read_config
 
@@ -108,7 +109,8 @@ def mislabel_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarr
 
 def evaluate_run(run: str | os.PathLike, *, data: str | None = None, split: str = "test",
                  tta: str = "none", which: str = "best", write: bool = True,
-                 faces: FaceSet | None = None, batch_size: int = 512) -> dict[str, Any]:
+                 faces: FaceSet | None = None, batch_size: int = 512,
+                 ferplus: str | None = None) -> dict[str, Any]:
     """Evaluate a run's model on a split of its own data (or of ``data``) and cache the results.
 
     The model's stored preprocessing is applied whatever the source, so a user can point a run at
@@ -123,7 +125,7 @@ def evaluate_run(run: str | os.PathLike, *, data: str | None = None, split: str 
         train_cfg = cfg.get("train", {})
         faces = open_dataset(spec, val_fraction=float(train_cfg.get("val_fraction", 0.1)),
                              seed=int(train_cfg.get("seed", cfg.get("seed", 0))),
-                             ferplus=train_cfg.get("ferplus") if data is None else None)
+                             ferplus=ferplus or (train_cfg.get("ferplus") if data is None else None))
     part = faces.select(split)
     labels = part.y.numpy()
     if (labels < 0).any():
@@ -134,6 +136,8 @@ def evaluate_run(run: str | os.PathLike, *, data: str | None = None, split: str 
     result = compute_metrics(labels, probs, lm.classes or faces.classes)
     result.update({"split": split, "data": spec, "tta": tta, "checkpoint": lm.path.name,
                    "epoch": lm.epoch})
+    if part.ferplus_votes is not None:
+        result["ferplus"] = ferplus_error_report(labels, probs.argmax(1), part.ferplus_votes)
     if write:
         atomic_write_text(eval_path(run, split, ".json", tta), json.dumps(result, indent=1) + "\n")
         arrays = {"index": np.flatnonzero(faces.split == split).astype(np.int64),
@@ -147,3 +151,41 @@ def evaluate_run(run: str | os.PathLike, *, data: str | None = None, split: str 
 
         atomic_write_bytes(eval_path(run, split, ".npz", tta), _write)
     return result
+
+
+# FER+ vote columns (fer2013new.csv order) -> FER2013 class index; contempt/unknown/NF have none.
+FERPLUS_TO_FER = {"neutral": 6, "happiness": 3, "surprise": 5, "sadness": 4, "anger": 0,
+                  "disgust": 1, "fear": 2}
+
+
+def ferplus_majority(votes: np.ndarray) -> np.ndarray:
+    """FER+ crowd majority per face as a FER2013 class index, or -1 when the majority is
+    contempt/unknown/not-a-face, there is a tie, or FER+ has no votes for the face."""
+    top = votes.max(1)
+    winners = (votes == top[:, None]).sum(1)
+    best_col = votes.argmax(1)
+    out = np.full(len(votes), -1, dtype=np.int64)
+    ok = (top > 0) & (winners == 1)
+    for col, name in enumerate(FERPLUS_VOTE_NAMES):
+        if name in FERPLUS_TO_FER:
+            out[ok & (best_col == col)] = FERPLUS_TO_FER[name]
+    return out
+
+
+def ferplus_error_report(labels: np.ndarray, preds: np.ndarray, votes: np.ndarray) -> dict[str, Any]:
+    """How many of the model's "errors" the FER+ crowd sides with the model on.
+
+    Among faces where the prediction differs from the FER2013 label: the share whose FER+
+    majority equals the prediction (the model is arguably right), equals the FER2013 label, or
+    is something else / undecided.
+    """
+    wrong = preds != labels
+    maj = ferplus_majority(votes)
+    has = wrong & (votes.sum(1) > 0)
+    n = int(wrong.sum())
+    agree_model = int((has & (maj == preds)).sum())
+    agree_label = int((has & (maj == labels)).sum())
+    return {"errors": n, "with_votes": int(has.sum()), "ferplus_agrees_with_model": agree_model,
+            "ferplus_agrees_with_label": agree_label,
+            "other_or_undecided": int(has.sum()) - agree_model - agree_label,
+            "share_model_right": agree_model / max(1, int(has.sum()))}

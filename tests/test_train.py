@@ -179,3 +179,21 @@ def test_sigkill_leaves_a_resumable_run(tmp_path):
         assert r.returncode == 0, r.stderr
         assert list(read_metrics(run)["epoch"]) == [1, 2, 3]
         load_model(run)
+
+
+def test_ferplus_majority_and_error_report():
+    from fer_core.evaluate import ferplus_error_report, ferplus_majority
+
+    votes = np.array([
+        [0, 8, 2, 0, 0, 0, 0, 0, 0, 0],   # happiness -> 3
+        [5, 0, 0, 5, 0, 0, 0, 0, 0, 0],   # tie -> -1
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 10],  # not a face -> -1
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],   # no votes -> -1
+        [1, 0, 0, 0, 0, 0, 9, 0, 0, 0],   # fear -> 2
+    ])
+    np.testing.assert_array_equal(ferplus_majority(votes), [3, -1, -1, -1, 2])
+    labels = np.array([6, 4, 0, 0, 5])   # FER2013 labels
+    preds = np.array([3, 6, 1, 0, 2])    # face 0: crowd sides with model; 4: with model too
+    rep = ferplus_error_report(labels, preds, votes)
+    assert rep["errors"] == 4 and rep["with_votes"] == 4
+    assert rep["ferplus_agrees_with_model"] == 2 and rep["ferplus_agrees_with_label"] == 0
