@@ -65,16 +65,16 @@ assert tuple(_CLASS_AUS) == EMOTIONS
 # ---- difficulty knobs (tuned so a small CNN scores ~80-95% with FER2013-like confusions) ----------
 # Per-class overall expression strength range (uniform); each AU then varies around it.
 _STRENGTH: dict[str, tuple[float, float]] = {
-    "angry": (0.35, 1.0), "disgust": (0.35, 1.0), "fear": (0.3, 1.0), "happy": (0.35, 1.0),
+    "angry": (0.35, 1.0), "disgust": (0.45, 1.0), "fear": (0.3, 1.0), "happy": (0.35, 1.0),
     "sad": (0.15, 0.9), "surprise": (0.3, 1.0), "neutral": (0.0, 0.0),
 }
 # Per-class AU gains: <1 makes a prototype AU weaker (so neighbouring classes blur together).
-_AU_GAIN: dict[str, dict[int, float]] = {}
+_AU_GAIN: dict[str, dict[int, float]] = {"disgust": {15: 0.6}}
 # Optional extra AUs seen in real variants of a class: (class, AU) -> (probability, max intensity).
 # They pull angry and disgust towards each other (both tense the face and lower the brows).
 _EXTRA_AUS: dict[tuple[str, int], tuple[float, float]] = {
-    ("disgust", 4): (0.6, 0.7), ("disgust", 7): (0.4, 0.6),
-    ("angry", 9): (0.3, 0.5), ("angry", 10): (0.3, 0.6),
+    ("disgust", 4): (0.8, 0.8), ("disgust", 7): (0.5, 0.7),
+    ("angry", 9): (0.35, 0.6), ("angry", 10): (0.35, 0.7),
     ("happy", 26): (0.15, 0.5),
 }
 _AU_JITTER = 0.2  # per-AU spread around the face's strength
@@ -152,7 +152,8 @@ def _sample_params(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndar
         p[f"au{a}"] = au[:, i]
 
     # --- pose
-    p["rot"] = rng.normal(0.0, 0.09, n).clip(-_ROT_MAX, _ROT_MAX)
+    rot = rng.normal(0.0, 0.09, n).clip(-_ROT_MAX, _ROT_MAX)
+    p["rot_c"], p["rot_s"] = np.cos(rot), np.sin(rot)
     p["scale"] = U(*_SCALE)
     p["tx"] = rng.normal(0.0, 0.05, n).clip(-0.15, 0.15)
     p["ty"] = rng.normal(0.0, 0.05, n).clip(-0.15, 0.15)
@@ -201,13 +202,15 @@ def _sample_params(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndar
     p["occ_y"] = U(-0.1, 1.0)
     p["occ_a"] = U(0.25, 0.5)
     p["occ_b"] = U(0.12, 0.3)
-    p["occ_rot"] = U(-math.pi, math.pi)
+    occ_rot = U(-math.pi, math.pi)
+    p["occ_c"], p["occ_s"] = np.cos(occ_rot), np.sin(occ_rot)
     p["occ_tone"] = U(0.0, 1.0)
     p["sunglasses"] = coin(0.3)
 
     # --- photometry
     p["light"] = U(0.0, 0.5)
-    p["light_dir"] = U(-math.pi, math.pi)
+    light_dir = U(-math.pi, math.pi)
+    p["light_c"], p["light_s"] = np.cos(light_dir), np.sin(light_dir)
     p["contrast"] = U(0.75, 1.25)
     p["bright"] = U(-0.1, 0.1)
     p["blur"] = U(0.3, 1.0)
@@ -286,10 +289,10 @@ class _Frame:
     """Sampling coordinates of a chunk of faces: pixel -> face units through each face's pose."""
 
     def __init__(self, p: dict[str, np.ndarray]) -> None:
-        m = p["rot"].shape[0]
+        m = p["scale"].shape[0]
         self.g = (np.arange(_SIZE, dtype=_F) + 0.5) * (2.0 / _SIZE) - 1.0
         self.X, self.Y = self.g[None, None, :], self.g[None, :, None]
-        self.c, self.s, self.sc = np.cos(p["rot"]), np.sin(p["rot"]), p["scale"]
+        self.c, self.s, self.sc = p["rot_c"], p["rot_s"], p["scale"]
         self.tx, self.ty, self.yaw = p["tx"], p["ty"], p["yaw"]
         self.inv_px = self.sc * (_SIZE / 2.0)  # pixels per face unit
         self.img = np.empty((m, _SIZE, _SIZE), dtype=_F)
@@ -355,8 +358,8 @@ def _geometry(p: dict[str, np.ndarray], a: dict[int, np.ndarray]) -> dict[str, n
     g["ny"] = p["eye_y"] + p["nose_len"] - 0.03 * a[9] - 0.015 * a[10]
     g["nw"] = p["nose_w"] * (1.0 + 0.25 * a[9])
     g["my"] = g["ny"] + p["mouth_gap"] + 0.02 * a[26]
-    g["mw"] = p["mouth_w"] * (1.0 + 0.2 * a[12] + 0.35 * a[20] - 0.22 * a[23] - 0.15 * a[26] * (1.0 - a[20]))
-    g["lift"] = p["rest_curve"] + 0.13 * a[12] - 0.075 * a[15] - 0.025 * a[20]  # corner height, up > 0
+    g["mw"] = p["mouth_w"] * (1.0 + 0.25 * a[12] + 0.35 * a[20] - 0.22 * a[23] - 0.15 * a[26] * (1.0 - a[20]))
+    g["lift"] = p["rest_curve"] + 0.16 * a[12] - 0.075 * a[15] - 0.025 * a[20]  # corner height, up > 0
     return g
 
 
@@ -406,7 +409,7 @@ def _draw_eye_region(w: _Win, p, a) -> None:
     # brow: a thick curve from its inner end (bx0, y_in) to its outer end (bx0 + len, y_out)
     bx0 = p["brow_in"] - 0.045 * a[4]
     blen = p["brow_len"]
-    y_in = ey - p["brow_gap"] - 0.12 * a[1] + 0.09 * a[4] * (1.0 - 0.6 * a[1]) + 0.05 * a[9]
+    y_in = ey - p["brow_gap"] - 0.12 * a[1] + 0.09 * a[4] * (1.0 - 0.6 * a[1]) + 0.07 * a[9]
     y_out = ey - p["brow_gap"] * 0.8 - 0.11 * a[2] - 0.03 * a[1] + 0.015 * a[4]
     arch = p["brow_arch"] + 0.04 * a[2] - 0.02 * a[4]
     t = (u - bx0) * (1.0 / blen)
@@ -458,8 +461,8 @@ def _draw_mouth(w: _Win, p, a, geo) -> None:
     tm4 = np.square(tm2)
     sq = np.clip(1.0 - np.square(tm4), 0.0, None)  # squarer profile
     base = -lift * tm2
-    o_up = 0.045 * a[10] + 0.02 * a[12] * p["teeth"] + 0.025 * a[26] + 0.01 * a[20]
-    o_lo = 0.15 * a[26] + 0.03 * a[20] + 0.012 * a[12] * p["teeth"]
+    o_up = 0.045 * a[10] + 0.03 * a[12] * p["teeth"] + 0.025 * a[26] + 0.01 * a[20]
+    o_lo = 0.15 * a[26] + 0.03 * a[20] + 0.03 * a[12] * p["teeth"]
     k10, k20 = 0.6 * a[10], 0.6 * a[20]
     yu = base - o_up * (st * (1.0 - k10) + sq * k10)
     yl = base + o_lo * (st * (1.0 - k20) + sq * k20)
@@ -487,8 +490,8 @@ def _draw_occluders(fr: _Frame, p: dict[str, np.ndarray]) -> None:
         sel = np.flatnonzero(occ == kind)
         if not len(sel):
             continue
-        q = {k: p[k][sel] for k in ("occ_x", "occ_y", "occ_a", "occ_b", "occ_rot", "occ_tone", "skin", "scale")}
-        co, so = np.cos(q["occ_rot"]), np.sin(q["occ_rot"])
+        q = {k: p[k][sel] for k in ("occ_x", "occ_y", "occ_a", "occ_b", "occ_c", "occ_s", "occ_tone", "skin")}
+        co, so = q["occ_c"], q["occ_s"]
         ox, oy = fr.X - q["occ_x"], fr.Y - q["occ_y"]
         along, across = co * ox + so * oy, co * oy - so * ox
         if kind == 1.0:
@@ -504,7 +507,7 @@ def _draw_occluders(fr: _Frame, p: dict[str, np.ndarray]) -> None:
 def _photometry(fr: _Frame, p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """Lighting gradient, contrast/brightness, per-face Gaussian blur, sensor noise -> uint8."""
     img = fr.img
-    img *= 1.0 + p["light"] * (np.cos(p["light_dir"]) * fr.X + np.sin(p["light_dir"]) * fr.Y)
+    img *= 1.0 + p["light"] * (p["light_c"] * fr.X + p["light_s"] * fr.Y)
     img = (img - 0.5) * p["contrast"] + (0.5 + p["bright"])
     img = _blur(img, p["blur"][:, 0, 0])
     img += p["noise"] * rng.standard_normal(img.shape, dtype=_F)
@@ -514,8 +517,8 @@ def _photometry(fr: _Frame, p: dict[str, np.ndarray], rng: np.random.Generator) 
 def _blur(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """Separable Gaussian blur with a per-image sigma (pixels), edge padding."""
     r = 2
-    k = np.exp(-0.5 * (np.arange(-r, r + 1, dtype=_F)[None, :] / sigma[:, None]) ** 2)
-    k = (k / k.sum(axis=1, keepdims=True)).astype(_F)[:, :, None, None]
+    k = np.exp(-0.5 * (np.arange(-r, r + 1)[None, :] / sigma.astype(np.float64)[:, None]) ** 2)
+    k = (k / k.sum(axis=1, keepdims=True)).astype(_F)[:, :, None, None]  # float64 exp: same on every CPU
     pad = np.pad(img, ((0, 0), (r, r), (0, 0)), mode="edge")
     out = k[:, 0] * pad[:, 0:_SIZE]
     for i in range(1, 2 * r + 1):
