@@ -1,0 +1,55 @@
+"""The shipped FER2013 model: safe loading, and its committed PublicTest figure reproduces.
+
+The data tests skip when ``../shared`` (the real FER2013 files) is absent, e.g. on a user's machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fer_core.data.sources import open_dataset
+from fer_core.evaluate import evaluate_run
+from fer_core.runs import load_model, read_config, read_eval, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "checkpoints").glob("fer2013-*"))
+MAIN = ROOT / "checkpoints" / "fer2013-vgg"
+
+
+def test_fer2013_runs_are_shipped():
+    assert MAIN.is_dir(), "checkpoints/fer2013-vgg is the project's real-data model"
+    names = {p.name for p in SHIPPED}
+    assert {"fer2013-cnn4-plain", "fer2013-cnn4-norm", "fer2013-cnn4-aug"} <= names
+
+
+@pytest.mark.parametrize("run", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_run_loads_weights_only(run):
+    ck = torch.load(run / "best.pt", weights_only=True, map_location="cpu")
+    assert ck["format"] == 1 and "state_dict" in ck
+    cfg = read_config(run)
+    assert len(read_metrics(run)) >= 1
+    assert read_eval(run, "val") is not None and read_eval(run, "test") is not None
+    lm = load_model(run)
+    assert lm.preprocess.to_dict() == cfg["preprocess"]
+    assert (run / "best.pt").stat().st_size <= 25 * 2**20
+
+
+def test_real_npz_loads(shared_data):
+    faces = open_dataset(str(shared_data / "fer2013_train_publictest.npz"))
+    assert len(faces) == 28709 + 3589
+    assert (faces.split == "test").sum() == 3589
+    assert faces.ferplus_votes is not None and faces.ferplus_votes.shape == (len(faces), 10)
+
+
+def test_publictest_accuracy_reproduces(shared_data):
+    committed = read_eval(MAIN, "test")
+    r = evaluate_run(MAIN, data=str(shared_data / "fer2013_train_publictest.npz"), split="test",
+                     write=False)
+    assert r["n"] == 3589
+    assert abs(r["accuracy"] - committed["accuracy"]) <= 0.001, (r["accuracy"], committed["accuracy"])
+    assert r["accuracy"] >= 0.66
+    assert "ferplus" in r and r["ferplus"]["with_votes"] > 0
