@@ -1,0 +1,207 @@
+"""Widget helpers shared by the pages; each returns plain values (paths, ints, strings).
+
+Why: every page picks runs, reads the sidebar's data path and shows the same kinds of messages;
+doing it in one place keeps widget keys explicit and unique and the wording consistent. The face
+gallery lives here too because the Errors page shows it twice (a confusion cell and the flips
+between two runs).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import resources
+from fer_core.gallery import SORT_KEYS, order_positions, page_bounds, top_probs
+from fer_core.runs import RunInfo
+
+DATA_PATH_KEY = "fer_data_path"
+GALLERY_PER_PAGE = 36
+GALLERY_ZOOM = 3  # 48 px faces shown at 144 px, nearest-neighbour (CSS image-rendering: pixelated)
+
+
+# --------------------------------------------------------------------------- sidebar
+def sidebar() -> None:
+    """The sidebar every page shares: the FER2013 data path and a reload button."""
+    with st.sidebar:
+        st.text_input(
+            "FER2013 data path", value=os.environ.get(resources.DATA_ENV, ""), key=DATA_PATH_KEY,
+            placeholder="/path/to/fer2013.csv",
+            help="Where your copy of FER2013 lives (fer2013.csv, its folder, or an .npz). Used to "
+                 "show the faces of runs trained on data that is not on this machine. Default: "
+                 "the FER_DATA environment variable.")
+        if st.button("Reload runs", key="sidebar_reload", help="Re-scan run folders and clear caches"):
+            resources.clear_caches()
+        roots = resources.dashboard_roots()
+        st.caption("Run folders: " + (", ".join(f"`{r}`" for r in roots) or "none"))
+
+
+def data_path() -> str:
+    """The sidebar's FER2013 data path (empty string when not set)."""
+    return str(st.session_state.get(DATA_PATH_KEY, os.environ.get(resources.DATA_ENV, "")) or "")
+
+
+# --------------------------------------------------------------------------- runs
+def run_label(info: RunInfo) -> str:
+    tags = []
+    if info.synthetic:
+        tags.append("synthetic")
+    if info.running:
+        tags.append("training…")
+    if info.error:
+        tags.append("⚠ broken")
+    return info.label + (f" ({', '.join(tags)})" if tags else "")
+
+
+def no_runs_message() -> None:
+    roots = resources.dashboard_roots()
+    st.info(
+        "No runs found yet. Runs are read from "
+        + (", ".join(f"`{r}`" for r in roots) or "no folders")
+        + " (plus any folders in `FER_RUNS`).\n\nTrain a small one in a couple of minutes on the "
+        "built-in synthetic faces:\n\n"
+        "```\npython -m fer_core train --data synthetic:n=3000 --model cnn4 --epochs 3\n```\n"
+        "It appears here under `runs/`; press **Reload runs** in the sidebar.")
+
+
+def runs_by_path(runs: Sequence[RunInfo]) -> dict[str, RunInfo]:
+    return {str(r.path): r for r in runs}
+
+
+def _sanitize(key: str, options: Sequence[str], multi: bool) -> None:
+    """Drop a stored selection that is no longer among the options (a run was deleted)."""
+    if key not in st.session_state:
+        return
+    val = st.session_state[key]
+    if multi:
+        kept = [v for v in (val or []) if v in options]
+        if kept != list(val or []):
+            st.session_state[key] = kept
+    elif val not in options:
+        del st.session_state[key]
+
+
+def pick_runs(runs: Sequence[RunInfo], key: str, default: Sequence[str], label: str = "Runs") -> list[str]:
+    """Multiselect of runs; returns their paths (strings)."""
+    by = runs_by_path(runs)
+    options = list(by)
+    _sanitize(key, options, multi=True)
+    kwargs: dict[str, Any] = {} if key in st.session_state else {"default": [d for d in default if d in by]}
+    return list(st.multiselect(label, options, format_func=lambda p: run_label(by[p]), key=key, **kwargs))
+
+
+def pick_run(runs: Sequence[RunInfo], key: str, label: str, *, default: str | None = None,
+             none_label: str | None = None, exclude: str | None = None) -> str | None:
+    """Selectbox of one run; returns its path, or None when ``none_label`` is chosen."""
+    by = runs_by_path(runs)
+    options: list[str] = ([""] if none_label else []) + [p for p in by if p != exclude]
+    if not options:
+        return None
+    _sanitize(key, options, multi=False)
+    index = options.index(default) if default in options else 0
+    fmt = lambda p: none_label if p == "" else run_label(by[p])  # noqa: E731
+    kwargs: dict[str, Any] = {} if key in st.session_state else {"index": index}
+    choice = st.selectbox(label, options, format_func=fmt, key=key, **kwargs)
+    return choice or None
+
+
+def pick_option(label: str, options: Sequence[str], key: str, **kwargs: Any) -> str:
+    """A selectbox whose stored value is dropped when it is no longer offered (e.g. another run
+    has other splits), instead of erroring."""
+    _sanitize(key, list(options), multi=False)
+    return str(st.selectbox(label, list(options), key=key, **kwargs))
+
+
+def run_problem(info: RunInfo) -> None:
+    """The one-line message for a broken run (the page keeps going)."""
+    if info.error:
+        st.warning(f"**{info.label}**: {info.error}", icon="⚠️")
+
+
+# --------------------------------------------------------------------------- gallery
+def _votes_text(votes: np.ndarray | None) -> str:
+    if votes is None:
+        return ""
+    from fer_core.data.sources import FERPLUS_VOTE_NAMES
+
+    parts = [f"{FERPLUS_VOTE_NAMES[i]} {int(v)}" for i, v in enumerate(votes) if v > 0]
+    return "FER+ votes: " + (", ".join(parts) if parts else "none")
+
+
+def face_gallery(*, key: str, positions: np.ndarray, bundle: dict[str, Any], faces: Any,
+                 face_index: np.ndarray | None, classes: Sequence[str], synthetic: bool, reset_token: Any,
+                 extra_caption: Callable[[int], str] | None = None,
+                 per_page: int = GALLERY_PER_PAGE) -> list[int]:
+    """Sortable, paginated faces of ``positions`` (positions in ``bundle``'s arrays).
+
+    Each face is captioned with its dataset row id, predicted class and probability, the
+    probability of its true class and, where the data has them, FER+ crowd votes; a table below
+    lists all class probabilities of the page. Only this page's faces are touched (a cell can hold
+    thousands). ``face_index[pos]`` is the face's index in ``faces``. The page resets to 1 whenever
+    ``reset_token`` changes. Returns the positions shown.
+    """
+    n = len(positions)
+    page_key, sort_key, token_key = f"{key}_page", f"{key}_sort", f"{key}_token"
+    if st.session_state.get(token_key) != reset_token:
+        st.session_state[token_key] = reset_token
+        st.session_state[page_key] = 1
+    if n == 0:
+        st.caption("No faces in this cell.")
+        return []
+    n_pages = page_bounds(n, 1, per_page)[2]
+    c1, c2, c3 = st.columns([2, 1, 2])
+    with c1:
+        sort = st.selectbox("Sort by", list(SORT_KEYS), format_func=SORT_KEYS.get, key=sort_key)
+    with c2:
+        if int(st.session_state.get(page_key, 1)) > n_pages:
+            st.session_state[page_key] = n_pages
+        page = int(st.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1,
+                                   key=page_key))
+    probs, labels, rows = bundle["probs"], bundle["label"], bundle["row"]
+    ordered = order_positions(positions, probs, labels, rows, sort)
+    start, stop, _ = page_bounds(n, page, per_page)
+    shown = ordered[start:stop]
+    with c3:
+        st.caption(f"faces {start + 1}–{stop} of {n}" + (" · SynthFER (synthetic faces)" if synthetic else ""))
+
+    votes = bundle.get("ferplus_votes")
+    captions, table = [], []
+    for pos in shown:
+        p, t = probs[pos], int(labels[pos])
+        pr = int(p.argmax())
+        cap = f"row {int(rows[pos])} · {classes[pr]} {p[pr]:.2f} · p({classes[t]})={p[t]:.2f}"
+        if extra_caption is not None:
+            cap += " · " + extra_caption(int(pos))
+        v = _votes_text(votes[pos]) if votes is not None else ""
+        if v:
+            cap += " · " + v
+        captions.append(cap)
+        rec = {"row": int(rows[pos]), "true": classes[t], "pred": classes[pr],
+               **{c: float(p[i]) for i, c in enumerate(classes)}}
+        if v:
+            rec["FER+ votes"] = v.removeprefix("FER+ votes: ")
+        table.append(rec)
+
+    if faces is not None and face_index is not None:
+        idx = np.asarray(face_index)[shown]
+        # Native 48×48 PNGs (a few hundred bytes each, lossless) enlarged by the browser with
+        # nearest-neighbour scaling: 9× fewer pixels to encode than upscaling on the server.
+        with st.container(key=f"{key}_faces"):
+            st.html(f"<style>.st-key-{key}_faces img {{image-rendering: pixelated;}}</style>")
+            st.image(list(faces.x[idx].numpy()), caption=captions, width=48 * GALLERY_ZOOM,
+                     output_format="PNG")
+    else:
+        st.caption("Faces cannot be shown (see the message above); their predictions:")
+    with st.expander("Class probabilities of the faces on this page", expanded=face_index is None):
+        st.dataframe(pd.DataFrame(table), hide_index=True, key=f"{key}_table",
+                     column_config={c: st.column_config.ProgressColumn(c, min_value=0.0, max_value=1.0,
+                                                                       format="%.2f") for c in classes})
+    return [int(p) for p in shown]
+
+
+def top_text(p: np.ndarray, classes: Sequence[str], k: int = 2) -> str:
+    return ", ".join(f"{c} {v:.2f}" for c, v in top_probs(p, classes, k))

@@ -1,0 +1,349 @@
+"""Images in, face boxes and model-ready face crops out: loading, detection, cropping.
+
+Why this module exists: the dashboard's upload and webcam paths and the ``predict`` CLI must turn
+*any* picture into exactly the kind of face the model was trained on. Three steps, each with one
+function, so no caller re-implements them:
+
+1. :func:`load_image` -- bytes or a path, any format/mode Pillow reads (PNG, JPEG, WebP, BMP, GIF
+   first frame; L, RGB, RGBA, P, CMYK, 16-bit ...), EXIF orientation applied -> RGB uint8 H×W×3.
+   Every way a file can be bad (empty, not an image, truncated, a decompression bomb) becomes one
+   :class:`ImageError` with a message that can be shown to a user as is. Pillow's
+   ``Image.MAX_IMAGE_PIXELS`` limit is kept (never raised or disabled), and its bomb *warning*
+   (between 1× and 2× the limit) is an error here too.
+2. Detection -- a small registry (:func:`register_detector`, :func:`create_detector`,
+   :func:`list_detectors`) of classes with ``detect(gray_or_rgb) -> list[(x, y, w, h)]`` (and an
+   optional ``exact_crop = True`` when their boxes are already the crop, as for ``whole``).
+   The default is OpenCV's Haar cascade, which ships inside ``opencv-python-headless<5`` and so
+   works offline with no weights to fetch. Detection runs on a downscaled copy (``max_side``)
+   because Haar's cost grows with the pixel count while a face of 24 px in the downscaled image is
+   still found; boxes are scaled back to full resolution. Measured recall
+   (``python bench/live.py --recall``; faces found / faces, detection at 320 px): FER2013 faces
+   (100, upscaled 4× into a frame) 0.81 ``frontalface_default`` / 0.78 ``alt2``; scikit-image's
+   LFW subset (100 faces, upscaled 6×) 0.97 / 0.98; the astronaut photo found by both with no
+   false positive. Histogram equalisation *lowered* recall (0.80 / 0.94) and added a false
+   positive on the astronaut, so it is off by default. MTCNN (facenet-pytorch 2.5.3) was not
+   measured: Haar meets the recall and speed needs here without another dependency.
+3. :func:`crop_face` -- a square crop around the box with a margin, grayscale uint8. The margin is
+   chosen so that a Haar box on a FER2013 face gives back about FER2013's own framing: on 100
+   FER2013 faces (upscaled 4×, edge-padded into a 640×480 frame) the 48×48 face measured 1.01×
+   the Haar box side (median), centred within 0.5% of the box side vertically (same script). FER2013 crops are
+   tight, so the margin is small (``CROP_SCALE`` 1.05: 2.5% a side, so that box jitter does not
+   cut the chin). The crop is *not* resized here: resizing to the model's input is the checkpoint's
+   :class:`fer_core.preprocess.Preprocess`, the one code path shared with training data.
+
+No Streamlit here; nothing in this module holds per-session state.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the full-resolution image
+
+# FER2013 framing relative to a Haar frontal-face box (see module docstring, measured with
+# bench/live.py --recall on FER2013 faces): crop side = box side * CROP_SCALE, crop centre =
+# box centre + CROP_SHIFT_Y * box side (downwards).
+CROP_SCALE = 1.05
+CROP_SHIFT_Y = 0.0
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an image; ``str(exc)`` is a message for the user."""
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_image(src: bytes | bytearray | memoryview | str | os.PathLike[str], *, name: str | None = None) -> np.ndarray:
+    """Any image Pillow reads -> RGB uint8 array H×W×3 (C-contiguous), EXIF orientation applied.
+
+    * multi-frame files (GIF, APNG, WebP animation, TIFF pages): the first frame;
+    * transparency (RGBA, LA, P with tRNS): composited on white, as a viewer shows it;
+    * 16-bit and 32-bit integer gray (``I;16``, ``I``): scaled from 0..65535 when values exceed
+      255 (Pillow's own ``convert("L")`` would clip them); float (``F``): 0..1 or 0..255 ranges;
+    * CMYK / YCbCr / LAB: Pillow's conversion to RGB.
+
+    Raises :class:`ImageError` for an empty file, a file that is not an image, a truncated or
+    corrupt image, and an image over ``PIL.Image.MAX_IMAGE_PIXELS`` (decompression bomb). Its
+    message starts with ``name`` (default: the file name of a path, else "image").
+    """
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        name = name or "image"
+    else:
+        path = Path(src)
+        name = name or path.name
+        try:
+            data = path.read_bytes()
+        except IsADirectoryError:
+            raise ImageError(f"{name}: is a directory, not an image file") from None
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(f"{name}: the file is empty (0 bytes)")
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            if limit and im.size[0] * im.size[1] > limit:  # also when the warning filter is not ours
+                raise Image.DecompressionBombError(f"{im.size[0]}x{im.size[1]} pixels")
+            im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: image is too large ({_bomb_size(exc)}; the limit is "
+                         f"{limit:,} pixels) -- refused as a possible decompression bomb") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image, or a format that cannot be read "
+                         "(PNG, JPEG, WebP, BMP, GIF, TIFF work)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        raise ImageError(f"{name}: the image is truncated or corrupt ({exc})") from None
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ImageError(f"{name}: the image has no pixels")
+    return rgb
+
+
+def _bomb_size(exc: BaseException) -> str:
+    import re
+
+    m = re.search(r"(\d+)\s*(?:x|×)\s*(\d+)", str(exc))
+    if m:
+        return f"{int(m.group(1)):,}×{int(m.group(2)):,} pixels"
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if mode == "F":
+            hi = float(np.nanmax(a)) if a.size else 0.0
+            a = np.nan_to_num(a) * (255.0 if hi <= 1.0 else 1.0)
+        elif a.size and a.max() > 255:
+            a = a / 257.0  # 0..65535 -> 0..255
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(g[:, :, None], 3, axis=2))
+    if mode == "1":
+        im = im.convert("L")
+        mode = "L"
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info) \
+        or (mode in ("L", "RGB") and "transparency" in im.info)
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, rgba).convert("RGB")
+    elif mode != "RGB":
+        im = im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """RGB (H×W×3) or gray (H×W) uint8 -> gray uint8 H×W (ITU-R 601 luma, as Pillow's ``L``)."""
+    import cv2
+
+    if image.ndim == 2:
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.ascontiguousarray(image[:, :, 0], dtype=np.uint8)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        code = cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
+        return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), code)
+    raise ValueError(f"expected an H×W or H×W×3 image, got shape {image.shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# detection
+
+
+class Detector(Protocol):
+    """``detect(gray_or_rgb uint8) -> [(x, y, w, h), ...]`` in the input's pixel coordinates."""
+
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Box]: ...
+
+
+_DETECTORS: dict[str, tuple[Callable[..., Detector], str]] = {}
+
+
+def register_detector(name: str, description: str = "") -> Callable[[Callable[..., Detector]], Callable[..., Detector]]:
+    """Class decorator: make a detector available by ``name`` (CLI ``--detector``, the dashboard)."""
+
+    def deco(cls: Callable[..., Detector]) -> Callable[..., Detector]:
+        if name in _DETECTORS:
+            raise ValueError(f"detector {name!r} is registered twice")
+        _DETECTORS[name] = (cls, description or (cls.__doc__ or "").strip().split("\n")[0])
+        return cls
+
+    return deco
+
+
+def list_detectors() -> dict[str, str]:
+    """Registered detector names -> one-line descriptions (default first)."""
+    return {k: d for k, (_, d) in _DETECTORS.items()}
+
+
+DEFAULT_DETECTOR = "haar"
+
+
+def create_detector(name: str | None = None, **kwargs: Any) -> Detector:
+    """A new detector by registry name (``None`` -> :data:`DEFAULT_DETECTOR`)."""
+    name = name or DEFAULT_DETECTOR
+    if name not in _DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(_DETECTORS)}")
+    det = _DETECTORS[name][0](**kwargs)
+    det.name = name
+    return det
+
+
+class HaarDetector:
+    """OpenCV Haar cascade (ships in opencv-python-headless<5; offline, ≈ms per small frame).
+
+    ``max_side``: the image is downscaled so its longer side is at most this before detection
+    (``None``: full resolution). ``min_face``: the smallest face searched, as a fraction of the
+    shorter side of the *downscaled* image (Haar's own floor is 24 px there). ``equalize``:
+    histogram equalisation first (helps in dim or low-contrast light).
+
+    Thread-safe: OpenCV's CascadeClassifier is not safe to share between threads, so each thread
+    gets its own copy (they are small and load in ~10 ms).
+    """
+
+    name = "haar"
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", *, max_side: int | None = 640,
+                 scale_factor: float = 1.1, min_neighbors: int = 5, min_face: float = 0.08,
+                 equalize: bool = False) -> None:
+        import cv2
+
+        path = Path(cascade)
+        if not path.is_file():
+            path = Path(cv2.data.haarcascades) / cascade
+        if not path.is_file():
+            raise FileNotFoundError(f"Haar cascade {cascade!r} not found (opencv-python-headless 5.x "
+                                    "no longer ships cascades: pin opencv-python-headless<5)")
+        self.cascade_path = str(path)
+        self.max_side = max_side
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_face = min_face
+        self.equalize = equalize
+        self._local = threading.local()
+        self._classifier()  # fail now, not in the first frame, if the file is bad
+
+    def _classifier(self) -> Any:
+        clf = getattr(self._local, "clf", None)
+        if clf is None:
+            import cv2
+
+            clf = cv2.CascadeClassifier(self.cascade_path)
+            if clf.empty():
+                raise RuntimeError(f"cannot load Haar cascade {self.cascade_path}")
+            self._local.clf = clf
+        return clf
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        import cv2
+
+        gray = to_gray(image)
+        h, w = gray.shape
+        scale = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
+                              interpolation=cv2.INTER_AREA)
+        if self.equalize:
+            gray = cv2.equalizeHist(gray)
+        side = max(24, int(min(gray.shape) * self.min_face))
+        if min(gray.shape) < 24:
+            return []
+        found = self._classifier().detectMultiScale(gray, scaleFactor=self.scale_factor,
+                                                    minNeighbors=self.min_neighbors, minSize=(side, side))
+        boxes = [tuple(int(round(v / scale)) for v in b) for b in (found if len(found) else [])]
+        return sorted(boxes, key=lambda b: -b[2] * b[3])  # largest face first
+
+
+register_detector("haar", "OpenCV Haar cascade, frontal faces (default; fast, offline)")(HaarDetector)
+
+
+@register_detector("haar_alt2", "OpenCV Haar cascade alt2 (fewer false positives, a little slower)")
+class HaarAlt2Detector(HaarDetector):
+    """Haar ``frontalface_alt2`` cascade."""
+
+    name = "haar_alt2"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_neighbors", 4)
+        super().__init__("haarcascade_frontalface_alt2.xml", **kwargs)
+
+
+@register_detector("whole", "no detection: the whole image is one face (pre-cropped faces, e.g. FER2013)")
+class WholeImageDetector:
+    """The whole image as one face box: for inputs that already are face crops."""
+
+    name = "whole"
+    exact_crop = True  # crop the box as is (no margin): the picture already is the face
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        return [(0, 0, int(image.shape[1]), int(image.shape[0]))]
+
+
+# ---------------------------------------------------------------------------------------------
+# cropping
+
+
+def crop_box(box: Box, *, scale: float = CROP_SCALE, shift_y: float = CROP_SHIFT_Y) -> Box:
+    """The square crop (x, y, side, side) for a detector box; may extend outside the image."""
+    x, y, w, h = box
+    side = max(1, int(round(max(w, h) * scale)))
+    cx = x + w / 2.0
+    cy = y + h / 2.0 + shift_y * max(w, h)
+    return (int(round(cx - side / 2.0)), int(round(cy - side / 2.0)), side, side)
+
+
+def crop_face(image: np.ndarray, box: Box, *, scale: float = CROP_SCALE, shift_y: float = CROP_SHIFT_Y,
+              exact: bool = False) -> np.ndarray:
+    """Gray uint8 square crop of one face (edge pixels replicated where it leaves the image).
+
+    ``exact=True`` crops ``box`` as given (no margin, no squaring): used for the whole-image
+    fallback, where the "face" is the picture itself.
+    """
+    import cv2
+
+    gray = to_gray(image)
+    if exact:
+        x, y, w, h = box
+    else:
+        x, y, w, h = crop_box(box, scale=scale, shift_y=shift_y)
+    H, W = gray.shape
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {box} lies outside the {W}×{H} image")
+    crop = gray[y0:y1, x0:x1]
+    pad = (y0 - y, (y + h) - y1, x0 - x, (x + w) - x1)
+    if any(pad):
+        crop = cv2.copyMakeBorder(crop, *pad, borderType=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(crop)
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0

@@ -1,0 +1,229 @@
+"""The real thing: `streamlit run` + Chromium, a mouse click on a confusion-matrix cell.
+
+Why: AppTest can only *pretend* a chart was clicked (by writing the selection into session
+state). This test proves the whole chain once -- Plotly in the browser turns a click on the
+invisible square marker over a cell into a selection, Streamlit sends it to the script, and the
+gallery of exactly that (true, pred) cell appears. The cell's pixel position is computed from the
+Plotly plot area (``gd._fullLayout`` axes), so the test clicks where a user would.
+
+Needs Debian's ``/usr/bin/chromium`` and the ``playwright`` package (never ``playwright
+install``); skips with the reason otherwise. Screenshots go to ``tests/artifacts/`` (git-ignored)
+and, with ``FER_DOCS_SCREENSHOTS=1``, one per page to ``docs/<page>.png`` for the README (taken
+from a second server that also lists the shipped ``checkpoints/``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+DOCS = ROOT / "docs"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+DATA = "synthetic:n=700"
+START_TIMEOUT_S = 180
+UI_TIMEOUT_MS = 600_000  # generous: on a shared 2-core box a first page load (torch import,
+# SynthFER generation) has been seen to take minutes
+
+
+def _require_browser() -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (Debian chromium: apt-get install -y chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; no browser download needed)")
+
+
+@pytest.fixture(scope="module")
+def browser_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _require_browser()
+    from fer_core.data.sources import open_dataset
+    from fer_core.evaluate import evaluate_run
+    from fer_core.train import TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("browser_runs")
+    faces = open_dataset(DATA)
+    for name, kw in (("run_a", {}), ("run_b", {"aug": "none", "normalize": False})):
+        run = fit(TrainConfig(data=DATA, model="cnn4", epochs=1, batch_size=64, threads=2, **kw),
+                  run_dir=root / name, faces=faces)
+        evaluate_run(run, split="test", faces=faces)
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def streamlit_server(env_extra: dict[str, str], log: Path) -> Iterator[str]:
+    """``streamlit run dashboard/app.py`` on a free loopback port; killed in ``finally``."""
+    port = _free_port()
+    env = {**os.environ, **env_extra}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"streamlit exited early:\n{log.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.read().strip() == b"ok":
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start in {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+@contextmanager
+def chromium_page(height: int = 1100) -> Iterator[Any]:
+    """A Chromium page; Streamlit scrolls inside its own container, so a tall viewport is what
+    makes a screenshot show a whole page."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": height})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def _settle(page: Any) -> None:
+    """Wait until Streamlit has finished running the script (its status widget disappears)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.trim() === ''",
+        timeout=UI_TIMEOUT_MS)
+    page.wait_for_timeout(300)
+
+
+IMAGES_LOADED_JS = """() => {
+  const imgs = [...document.querySelectorAll('.st-key-err_gal_faces img')];
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+CELL_JS = """([x, y]) => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+  return [r.left + fl.xaxis._offset + fl.xaxis.d2p(x), r.top + fl.yaxis._offset + fl.yaxis.d2p(y)];
+}"""
+
+
+def _click_cell(page: Any, true_name: str, pred_name: str) -> None:
+    page.wait_for_function(
+        "() => { const gd = document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot');"
+        " return gd && gd._fullLayout && gd._fullLayout.xaxis && gd._fullLayout.xaxis._offset !== undefined; }")
+    x, y = page.evaluate(CELL_JS, [pred_name, true_name])
+    page.mouse.move(x, y)
+    page.wait_for_timeout(200)
+    page.mouse.click(x, y)
+
+
+def _gallery_heading(page: Any, true_name: str, pred_name: str, n: int) -> Any:
+    pattern = re.compile(rf"true {true_name} → predicted {pred_name}: {n} faces")
+    return page.locator("h4").filter(has_text=pattern)
+
+
+def test_click_confusion_cell_shows_its_faces(browser_runs: Path, tmp_path: Path) -> None:
+    from fer_core.labels import EMOTIONS
+
+    with np.load(browser_runs / "run_a" / "eval" / "test.npz") as z:
+        labels, preds, rows = z["label"], z["pred"], z["row"]
+    k = len(EMOTIONS)
+    cm = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+    off = cm.copy()
+    np.fill_diagonal(off, -1)
+    default = np.unravel_index(int(off.argmax()), off.shape)
+    # click a populated cell that is NOT the one shown by default: the biggest diagonal cell
+    i = j = int(np.argmax(np.diag(cm)))
+    assert (i, j) != tuple(int(v) for v in default)
+    n = int(cm[i, j])
+    want_rows = set(rows[(labels == i) & (preds == j)].tolist())
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = {"FER_RUNS": str(browser_runs), "FER_RUNS_ONLY": "1"}
+    with streamlit_server(env, tmp_path / "streamlit.log") as url, chromium_page(height=2600) as page:
+        page.goto(f"{url}/errors")
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+        page.locator("h4").filter(has_text="→ predicted").first.wait_for()
+        _settle(page)
+        page.wait_for_function(IMAGES_LOADED_JS)
+        page.screenshot(path=str(ARTIFACTS / "errors_before_click.png"), full_page=True)
+
+        _click_cell(page, EMOTIONS[i], EMOTIONS[j])
+        heading = _gallery_heading(page, EMOTIONS[i], EMOTIONS[j], n)
+        heading.wait_for()
+        _settle(page)
+        faces = page.locator(".st-key-err_gal_faces img")
+        assert faces.count() == min(36, n)
+        page.wait_for_function(IMAGES_LOADED_JS)
+        captions = page.locator(".st-key-err_gal_faces [data-testid='stImageCaption']").all_inner_texts()
+        assert len(captions) == min(36, n)
+        shown = {int(re.match(r"row (\d+)", c.strip()).group(1)) for c in captions}
+        assert shown <= want_rows and len(shown) == len(captions)
+        assert all(f"{EMOTIONS[j]} " in c for c in captions)  # predicted class named in each caption
+        page.screenshot(path=str(ARTIFACTS / "errors_after_click.png"), full_page=True)
+
+        # and an off-diagonal cell, by mouse too
+        oi, oj = (int(v) for v in default)
+        if cm[oi, oj] > 0:
+            _click_cell(page, EMOTIONS[oi], EMOTIONS[oj])
+            _gallery_heading(page, EMOTIONS[oi], EMOTIONS[oj], int(cm[oi, oj])).wait_for()
+            _settle(page)
+            assert page.locator(".st-key-err_gal_faces img").count() == min(36, int(cm[oi, oj]))
+
+
+@pytest.mark.skipif(os.environ.get("FER_DOCS_SCREENSHOTS") != "1",
+                    reason="set FER_DOCS_SCREENSHOTS=1 to refresh docs/<page>.png")
+def test_docs_screenshots(browser_runs: Path, tmp_path: Path) -> None:
+    """One screenshot per page for the README, with the shipped runs when they exist."""
+    DOCS.mkdir(exist_ok=True)
+    env = {"FER_RUNS": str(browser_runs), "FER_RUNS_ONLY": "0"}
+    with streamlit_server(env, tmp_path / "streamlit-docs.log") as url, chromium_page(height=2400) as page:
+        for name, path, ready in (("runs", "", '[data-testid="stPlotlyChart"]'),  # the default page is /
+                                  ("errors", "errors", ".st-key-err_gal_faces img"),
+                                  ("model", "model", '[data-testid="stDataFrame"]')):
+            page.goto(f"{url}/{path}")
+            page.locator(ready).first.wait_for()
+            _settle(page)
+            if name == "errors":
+                page.wait_for_function(IMAGES_LOADED_JS)
+            page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / f"docs_{name}.png"), full_page=True)

@@ -1,0 +1,162 @@
+"""AppTest for the Explain and Filters pages on a tiny run (untrained small cnn4 on SynthFER).
+
+The pages are run through a two-line wrapper script (project root on ``sys.path``, then the page
+file as ``__main__``), so they are tested exactly as ``st.Page`` runs them without needing
+``app.py``. ``FER_RUNS_ONLY`` restricts the dashboard to the temporary run folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 240  # seconds per script run: generous, the CI machine is shared
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fer_core.checkpoint import atomic_write_text, save_checkpoint
+    from fer_core.data.sources import open_dataset
+    from fer_core.evaluate import evaluate_run
+    from fer_core.labels import EMOTIONS
+    from fer_core.models import create_model
+    from fer_core.preprocess import Preprocess
+    from fer_core.runs import write_config
+
+    root = tmp_path_factory.mktemp("xp_runs")
+    run = root / "tiny"
+    run.mkdir()
+    spec = "synthetic:n=240,seed=0"
+    faces = open_dataset(spec)
+    kwargs = {"channels": [4, 8, 8, 8], "fc": 16}
+    torch.manual_seed(0)
+    model = create_model("cnn4", **kwargs)
+    pre = Preprocess.fit(faces.select("train").x, normalize=True)
+    config = {"model": "cnn4", "model_kwargs": kwargs, "data": spec, "preprocess": pre.to_dict(),
+              "classes": list(EMOTIONS), "synthetic": True, "finished": True, "seed": 0,
+              "train": {"epochs": 1, "val_fraction": 0.1, "seed": 0},
+              "data_summary": {s: int((faces.split == s).sum()) for s in faces.splits}}
+    write_config(run, config)
+    save_checkpoint(run / "best.pt", {"state_dict": model.state_dict(), "epoch": 1, "config": config})
+    atomic_write_text(run / "metrics.csv", "epoch,time_s,lr,train_loss,train_acc,val_loss,val_acc\n"
+                                           "1,1.0,0.001,1.9,0.2,1.9,0.2\n")
+    evaluate_run(run, split="test", faces=faces)
+    return root
+
+
+@pytest.fixture()
+def env(run_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FER_RUNS", str(run_root))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    return run_root
+
+
+def _app(tmp_path: Path, page: str):
+    from streamlit.testing.v1 import AppTest
+
+    wrapper = tmp_path / f"run_{page}.py"
+    wrapper.write_text(f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                       f"runpy.run_path({str(ROOT / 'dashboard' / 'views' / f'{page}.py')!r}, run_name='__main__')\n")
+    return AppTest.from_file(str(wrapper), default_timeout=TIMEOUT)
+
+
+def _ok(at) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _images(at) -> int:
+    return len(at.get("image"))
+
+
+def _texts(at) -> str:
+    return " ".join(str(e.value) for kind in ("caption", "markdown", "info", "warning") for e in at.get(kind))
+
+
+def test_explain_page_methods_targets_and_sanity(env: Path, tmp_path: Path) -> None:
+    at = _app(tmp_path, "explain").run()
+    _ok(at)
+    assert _images(at) >= 24                       # a page of 24 faces with their maps
+    assert "synthetic" in _texts(at).lower()
+    at.session_state["xp_method"] = "gradcam"
+    at.run()
+    _ok(at)
+    layers = at.selectbox(key="xp_layer")
+    assert any("6×6" in o for o in layers.options) and any("coarse" in o for o in layers.options)
+    layers.set_value("features.pool4").run()
+    _ok(at)
+    assert any("too coarse" in w.value for w in at.warning)
+    at.session_state["xp_contrast"] = True
+    at.session_state["xp_scale"] = "shared"
+    at.run()
+    _ok(at)
+    assert "right map: true class" in _texts(at)
+    at.session_state["xp_method"] = "saliency"
+    at.session_state["xp_sanity"] = True
+    at.run()
+    _ok(at)
+    assert any("Spearman" in m.label for m in at.metric)
+
+
+def test_explain_page_confusion_cell_and_integrated_gradients(env: Path, tmp_path: Path) -> None:
+    at = _app(tmp_path, "explain").run()
+    at.session_state["xp_source"] = "cell"
+    at.session_state["xp_method"] = "integrated_gradients"
+    at.session_state["xp_baseline"] = "mean"
+    at.session_state["xp_ig_steps"] = 8
+    at.session_state["xp_cells_max"] = 4
+    at.run()
+    _ok(at)
+    assert at.selectbox(key="xp_cell_true") is not None
+    assert "mean map" in _texts(at) or "This cell is empty" in _texts(at) or "No faces here" in _texts(at)
+
+
+def test_explain_page_without_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "none"
+    empty.mkdir()
+    monkeypatch.setenv("FER_RUNS", str(empty))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    for page in ("explain", "filters"):
+        at = _app(tmp_path, page).run()
+        assert not at.exception
+        assert any("No runs found" in i.value for i in at.info)
+
+
+def test_upload_decoding_messages() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from PIL import Image
+
+    from dashboard.views.explain import decode_uploads
+
+    png = io.BytesIO()
+    Image.fromarray((np.arange(64 * 80) % 256).astype(np.uint8).reshape(64, 80)).save(png, format="PNG")
+    png.name = "face.png"
+    bad = io.BytesIO(b"this is not an image")
+    bad.name = "notes.txt"
+    faces, names, errors = decode_uploads([png, bad])
+    assert faces.shape == (1, 48, 48) and faces.dtype == np.uint8 and names == ["face.png"]
+    assert len(errors) == 1 and "notes.txt" in errors[0] and "not an image" in errors[0]
+
+
+def test_filters_page_optimise_and_pick_layer(env: Path, tmp_path: Path) -> None:
+    at = _app(tmp_path, "filters").run()
+    _ok(at)
+    assert "synthetic" in _texts(at).lower()
+    at.number_input(key="fv_steps").set_value(3)
+    at.button(key="fv_go").click().run()
+    _ok(at)
+    assert sum("one batch" in c.value for c in at.caption) == 2           # naive and regularised
+    at.selectbox(key="fv_layer").set_value("features.conv2").run()
+    _ok(at)
+    assert any("features.conv2" in c.value for c in at.caption)
+    at.text_input(key="fv_filters").set_value("0-3, 99").run()
+    assert not at.exception
+    assert any("outside" in e.value for e in at.error)

@@ -1,0 +1,110 @@
+"""fer_core.explain.featviz: optimised images excite their own filter, batched over filters; layer
+outputs; top-k faces; the model is left as found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from fer_core.explain import featviz as fv
+from fer_core.models import create_model
+from fer_core.preprocess import Preprocess
+
+PRE = Preprocess(size=48, mean=0.5, std=0.25, normalize=True)
+LAYER = "features.conv2"
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("cnn4", channels=(8, 8, 8, 8), fc=16).eval()
+
+
+def _state(m: nn.Module) -> tuple:
+    hooks = sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) + len(mod._backward_hooks)
+                for mod in m.modules())
+    return [mod.training for mod in m.modules()], [p.grad for p in m.parameters()], hooks
+
+
+@pytest.mark.parametrize("mode", fv.MODES)
+def test_optimised_image_excites_its_own_filter(model: nn.Module, mode: str) -> None:
+    res = fv.visualize_filters(model, LAYER, mode=mode, steps=24, preprocess=PRE, seed=0)
+    n = len(res.filters)
+    assert n == 8 and res.images.shape == res.pixels.shape == (8, 48, 48)
+    assert res.images.min() >= 0 and res.images.max() <= 1
+    M = fv.activation_matrix(model, LAYER, res.pixels, res.filters, PRE)     # image i × filter j
+    np.testing.assert_allclose(np.diag(M), res.activations, rtol=1e-4, atol=1e-5)
+    rand = fv.activation_matrix(model, LAYER, np.random.default_rng(0).random((8, 48, 48)), res.filters, PRE)
+    own = np.diag(M)
+    others = (M.sum(0) - own) / (n - 1)        # filter j on the images optimised for other filters
+    assert (own > rand.mean(0)).mean() >= 0.75, (own, rand.mean(0))
+    assert (own > others).mean() >= 0.75, (own, others)
+    assert own.mean() > others.mean() and own.mean() > rand.mean()
+
+
+def test_subset_of_filters_and_non_conv_layer(model: nn.Module) -> None:
+    res = fv.visualize_filters(model, LAYER, filters=[5, 2], mode="naive", steps=3, preprocess=PRE)
+    assert list(res.filters) == [5, 2] and res.pixels.shape == (2, 48, 48)
+    act = fv.visualize_filters(model, "features.act2", filters=[1], mode="regularized", steps=3)  # fallback path
+    assert act.pixels.shape == (1, 48, 48) and np.isfinite(act.activations).all()
+    with pytest.raises(ValueError, match="0..7"):
+        fv.visualize_filters(model, LAYER, filters=[8], steps=1)
+    with pytest.raises(ValueError, match="no layer"):
+        fv.visualize_filters(model, "features.nope", steps=1)
+
+
+def test_own_channel_conv_matches_the_full_layer(model: nn.Module) -> None:
+    x = PRE(torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8))
+    filt = torch.tensor([3, 0, 7, 3])
+    for layer in ("features.conv1", LAYER):
+        inp = fv._run(model, layer, x, inputs=True)
+        own = fv._own_channel_conv(model.get_submodule(layer), inp, filt)
+        full = fv._forward_to(model, layer, x)[torch.arange(4), filt]
+        torch.testing.assert_close(own, full, rtol=1e-5, atol=1e-5)
+
+
+def test_model_left_as_found_also_on_error(model: nn.Module) -> None:
+    model.train()
+    model.features.bn1.eval()
+    before = _state(model)
+    fv.visualize_filters(model, LAYER, steps=2, filters=[0, 1])
+    fv.filter_activations(model, LAYER, PRE(torch.zeros(1, 48, 48, dtype=torch.uint8)))
+    with pytest.raises(ValueError):
+        fv.visualize_filters(model, LAYER, filters=[-1], steps=1)
+    after = _state(model)
+    assert after[0] == before[0] and after[2] == before[2] == 0
+    assert all(a is b for a, b in zip(after[1], before[1]))
+    model.eval()
+
+
+def test_filter_activations_and_top_faces(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    faces = torch.randint(0, 256, (30, 48, 48), generator=g, dtype=torch.uint8)
+    acts = fv.filter_activations(model, LAYER, PRE(faces[:1])[0])          # one face: 1×H×W
+    assert acts.shape == (8, 24, 24)
+    batch = fv.filter_activations(model, LAYER, PRE(faces[:3]))
+    np.testing.assert_allclose(batch[0], acts, rtol=1e-5, atol=1e-6)
+    top = fv.top_activating(model, LAYER, faces, PRE, filters=[1, 4], k=3, batch_size=7)
+    scores = fv.filter_activations(model, LAYER, PRE(faces)).reshape(30, 8, -1).max(2)
+    for r, f in enumerate([1, 4]):
+        expect = np.argsort(-scores[:, f])[:3]
+        assert list(top.index[r]) == list(expect)
+        np.testing.assert_allclose(top.score[r], scores[expect, f], rtol=1e-5)
+    assert top.maps.shape == (2, 3, 48, 48) and top.maps.min() >= 0 and top.maps.max() <= 1
+    r, c = top.peak[0, 0]
+    assert top.maps[0, 0, r, c] == pytest.approx(1.0)
+
+
+def test_layers_weights_and_filter_parsing(model: nn.Module) -> None:
+    rows = fv.feature_layer_table(model)
+    assert [(r.name, r.channels, r.height) for r in rows] == [
+        ("features.conv1", 8, 48), ("features.conv2", 8, 24), ("features.conv3", 8, 12), ("features.conv4", 8, 6)]
+    assert fv.filter_weights(model, "features.conv1").shape == (8, 5, 5)
+    assert fv.filter_weights(model, LAYER) is None
+    assert fv.parse_filters("0-2, 5,5", 8) == [0, 1, 2, 5]
+    assert fv.parse_filters("all", 3) == [0, 1, 2]
+    for bad, msg in (("9", "outside"), ("3-1", "backwards"), ("x", "not a filter")):
+        with pytest.raises(ValueError, match=msg):
+            fv.parse_filters(bad, 8)

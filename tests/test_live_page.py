@@ -1,0 +1,174 @@
+"""The Live page (dashboard/views/live.py) under Streamlit's AppTest, plus its per-file function.
+
+AppTest drives ``st.file_uploader`` and ``st.camera_input`` with bytes, so every kind of bad upload
+is tried on the real page: it must show a clear message and keep working for the other files. The
+streamlit-webrtc component cannot stream under AppTest; it must only render (the browser test
+covers the stream).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_faces_predictor import astronaut, encode, make_run, png_bomb, synth_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "dashboard" / "views" / "live.py"
+TIMEOUT = 600  # seconds per AppTest run: the CI machine is shared with training jobs
+
+
+def _page_module():
+    spec = importlib.util.spec_from_file_location("live_page", PAGE)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["live_page"] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)   # __name__ != "__main__": the page body does not run
+    return mod
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("live_runs")
+    make_run(root, "synth-cnn4-a", seed=0)
+    make_run(root, "other-cnn4", seed=1, data="somewhere/fer2013.csv")
+    return root
+
+
+@pytest.fixture()
+def app(runs_root, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FER_RUNS", str(runs_root))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    at = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def face_png() -> bytes:
+    frame, _ = synth_scene()
+    return encode(Image.fromarray(frame), "PNG")
+
+
+def texts(at) -> str:
+    parts = [e.value for e in at.error] + [e.value for e in at.warning] + [e.value for e in at.info]
+    parts += [m.value for m in at.markdown] + [c.value for c in at.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+def captions(at) -> str:
+    return "\n".join(c for im in at.image for c in im.captions)
+
+
+def test_page_renders_with_tabs_and_limit(app):
+    assert [t.label for t in app.tabs] == ["Upload", "Snapshot", "Live"]
+    assert app.selectbox(key="live_run").value.endswith("synth-cnn4-a")
+    assert "10 MB" in texts(app)
+    assert "FER_ICE_SERVERS" in texts(app) or any("live stream is not available" in i.value for i in app.info)
+    assert len(app.get("file_uploader")) == 1 and len(app.get("camera_input")) == 1
+
+
+def test_upload_good_and_bad_files_together(app):
+    bad = {
+        "notes.txt": b"just text, not a picture",
+        "empty.png": b"",
+        "truncated.jpg": encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3),
+                                                                                   dtype=np.uint8)), "JPEG")[:300],
+        "bomb.png": png_bomb(30000, 30000),
+    }
+    files = [("face.png", face_png(), "image/png")] + [(n, d, "application/octet-stream") for n, d in bad.items()] \
+        + [("blank.png", encode(Image.new("L", (120, 90), 128), "PNG"), "image/png")]
+    app.file_uploader(key="live_upload").set_value(files)
+    app.run()
+    assert not app.exception, app.exception
+    errors = "\n".join(e.value for e in app.error)
+    assert "notes.txt: not an image" in errors
+    assert "empty.png: the file is empty" in errors
+    assert "truncated.jpg: the image is truncated or corrupt" in errors
+    assert "bomb.png: image is too large" in errors and "decompression bomb" in errors
+    assert any("blank.png: no face found" in w.value for w in app.warning)
+    # the good file still got its per-face display: crop + overlay images and 7 probability rows
+    prob_tables = [d for d in app.dataframe if list(d.value.columns) == ["emotion", "probability"]]
+    assert len(prob_tables) == 1 and len(prob_tables[0].value) == 7
+    assert abs(prob_tables[0].value["probability"].sum() - 1) < 1e-4
+    assert "Face #1" in texts(app)
+    caps = captions(app)
+    assert "model input 48×48" in caps and "Grad-CAM for" in caps   # the crop the model saw + overlay
+    assert "face.png · 640×480 · 1 face(s)" in caps                  # the annotated picture
+
+
+def test_whole_image_option_and_compare_two_runs(app):
+    app.file_uploader(key="live_upload").set_value(
+        ("blank.png", encode(Image.new("L", (120, 90), 128), "PNG"), "image/png"))
+    app.checkbox(key="live_whole").check()
+    runs = app.selectbox(key="live_run_b").options
+    app.selectbox(key="live_run_b").select_index(1)
+    app.run()
+    assert not app.exception, app.exception
+    assert "whole image was classified" in texts(app)
+    prob_tables = [d for d in app.dataframe if list(d.value.columns) == ["emotion", "probability"]]
+    assert len(prob_tables) == 2, runs   # one per run, side by side
+    a, b = (t.value["probability"].to_numpy() for t in prob_tables)
+    assert not np.allclose(a, b)         # two different models on the same face
+
+
+def test_overlay_choice_saliency_and_none(app):
+    app.file_uploader(key="live_upload").set_value(("face.png", face_png(), "image/png"))
+    app.selectbox(key="live_attr").set_value("saliency")
+    app.run()
+    assert not app.exception and "Saliency for" in captions(app)
+    app.selectbox(key="live_attr").set_value("none")
+    app.run()
+    assert not app.exception and "model input" in captions(app) and "Saliency for" not in captions(app)
+
+
+def test_snapshot_camera_input(app):
+    app.camera_input(key="live_camera").set_value(("snap.jpg", encode(Image.fromarray(synth_scene()[0]), "JPEG",
+                                                                       quality=95), "image/jpeg"))
+    app.run()
+    assert not app.exception, app.exception
+    assert "snapshot" in texts(app) and "Face #1" in texts(app)
+
+
+def test_no_runs_message(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FER_RUNS", str(tmp_path))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    at = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception and "No runs found" in texts(at)
+
+
+def test_analyze_bytes_directly(runs_root):
+    from fer_core.predictor import Predictor
+
+    page = _page_module()
+    p = Predictor(runs_root / "synth-cnn4-a")
+    ok = page.analyze_bytes("face.png", face_png(), [p])
+    assert ok.error is None and ok.n_faces == 1 and ok.maps[0][0].shape == (48, 48)
+    assert page.analyze_bytes("x.bin", b"\x00\x01", [p]).error.startswith("x.bin: not an image")
+    real = page.analyze_bytes("astro.jpg", encode(Image.fromarray(astronaut()), "JPEG"), [p, p],
+                              attribution="saliency")
+    assert real.error is None and real.n_faces >= 1 and len(real.predictions) == 2
+
+
+def test_default_run_prefers_fer2013_then_synth_cnn4(tmp_path):
+    from fer_core.runs import RunInfo
+
+    page = _page_module()
+    mk = lambda name, **cfg: RunInfo(path=tmp_path / name, name=name, config=cfg)  # noqa: E731
+    runs = [mk("a-vgg", model="vgg", data="synthetic"), mk("synth-cnn4-aug", model="cnn4", data="synthetic:n=9"),
+            mk("fer2013-vgg", model="vgg", data="x.npz")]
+    assert page.default_run(runs).endswith("fer2013-vgg")
+    assert page.default_run(runs[:2]).endswith("synth-cnn4-aug")
+    assert page.default_run(runs[:1]).endswith("a-vgg")
+    broken = RunInfo(path=tmp_path / "fer2013-x", name="fer2013-x", error="no checkpoint")
+    assert page.default_run([broken, runs[1]]).endswith("synth-cnn4-aug")
+    assert page.default_run([]) is None
