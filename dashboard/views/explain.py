@@ -6,7 +6,7 @@ range visible, on a colour scale that can be shared across faces/methods/runs to
 after checking that it depends on the model at all (Adebayo et al. 2018: some methods produce the
 same edge-detector-like maps for a randomly initialised network). All the math lives in
 :mod:`fer_core.explain.attribution`; this page picks faces and options, calls the cached wrappers
-in :mod:`dashboard.resources_explain` (one batched Captum call per page of faces) and draws.
+in :mod:`dashboard.resources` (one batched Captum call per page of faces) and draws.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboard import components, resources
-from dashboard import resources_explain as rx
+from dashboard import resources as rx
 from dashboard.resources import DataUnavailable
 from fer_core.checkpoint import CheckpointError
 from fer_core.explain.attribution import BASELINES, METHODS, color_limits, colorize, image_to_face

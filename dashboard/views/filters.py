@@ -1,7 +1,7 @@
 """Filters page: what each filter of a conv layer responds to.
 
 Three views of one layer, all computed by :mod:`fer_core.explain.featviz` through the cached
-wrappers in :mod:`dashboard.resources_explain`:
+wrappers in :mod:`dashboard.resources`:
 
 * the input pattern that maximally activates each filter (gradient ascent on the input, every
   selected filter optimised together in one batch), naive and regularised side by side -- the
@@ -21,7 +21,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import components, resources
-from dashboard import resources_explain as rx
+from dashboard import resources as rx
 from dashboard.resources import DataUnavailable
 from fer_core.checkpoint import CheckpointError
 from fer_core.explain.attribution import color_limits, colorize, image_to_face

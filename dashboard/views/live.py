@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import components, resources, resources_live
+from dashboard import components, resources
 from fer_core.checkpoint import CheckpointError
 from fer_core.faces import DEFAULT_DETECTOR, ImageError, list_detectors, load_image
 from fer_core.predictor import LiveSettings, Prediction, Predictor, draw_faces, heat_overlay
@@ -216,7 +216,7 @@ def _controls(runs: list[RunInfo]) -> tuple[list[str], list[Predictor], str, boo
             components.run_problem(info)
             return None
         try:
-            predictors.append(resources_live.live_predictor(Path(path)))
+            predictors.append(resources.live_predictor(Path(path)))
         except (RunError, CheckpointError, ValueError, OSError, RuntimeError) as exc:
             st.error(f"Cannot load **{info.label}**: {exc}", icon="🚫")
             return None
