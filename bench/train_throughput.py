@@ -8,7 +8,11 @@ run. Last line: ``train_throughput: pipeline=…img/s compute=…img/s naive=…
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/…` from anywhere
 
 import torch
 import torch.nn.functional as F
