@@ -37,9 +37,9 @@ SPLITS = ("test", "val", "train")
 def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str = "") -> go.Figure:
     """Row-normalised heatmap (count and % in each cell, support per row) + one clickable marker per cell.
 
-    Markers are row-major (``point_index = true * k + pred``), transparent, and turn into a red
-    outline when selected, so the figure itself never changes on a click (a changed figure would
-    get a new widget id and drop the selection).
+    Markers are row-major (``point_index = true * k + pred``), transparent, and turn translucent
+    red when selected (the cell's numbers stay readable), so the figure itself never changes on a
+    click (a changed figure would get a new widget id and drop the selection).
     """
     cm = np.asarray(cm, dtype=np.int64)
     k = len(classes)
@@ -57,8 +57,8 @@ def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str = "") ->
     size = max(8, int(0.92 * plot_h / max(k, 1)))
     markers = go.Scatter(
         x=xs, y=ys, mode="markers", customdata=custom, showlegend=False,
-        marker=dict(symbol="square-open", size=size, color="rgba(0,0,0,0)", line=dict(width=3)),
-        selected=dict(marker=dict(color="#d62728", opacity=1.0)),
+        marker=dict(symbol="square", size=size, color="rgba(0,0,0,0)", line=dict(width=0)),
+        selected=dict(marker=dict(color="rgba(214,39,40,0.35)", opacity=1.0)),
         unselected=dict(marker=dict(opacity=0.0)),
         hovertemplate=("true <b>%{y}</b> → predicted <b>%{x}</b><br>%{customdata[0]} faces "
                        "(%{customdata[1]:.1f}% of %{customdata[2]})<br>click to see them<extra></extra>"),
