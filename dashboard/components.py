@@ -109,6 +109,27 @@ def pick_run(runs: Sequence[RunInfo], key: str, label: str, *, default: str | No
     return choice or None
 
 
+def pick_model_run(key: str, label: str = "Run") -> RunInfo | None:
+    """Pick one run that has a readable config and checkpoint (for pages that load its model).
+
+    Renders the explanation itself when there is nothing to pick and returns None then, so every
+    model page handles "no runs" and "only broken runs" the same way.
+    """
+    runs = resources.discover_runs()
+    if not runs:
+        no_runs_message()
+        return None
+    usable = [r for r in runs if r.config and not r.error]
+    if not usable:
+        for r in runs:
+            run_problem(r)
+        st.info("None of the runs found has a readable config and a checkpoint.")
+        return None
+    default = next((str(r.path) for r in usable if resources.is_shipped(r)), str(usable[0].path))
+    path = pick_run(usable, key, label, default=default)
+    return runs_by_path(usable)[path]
+
+
 def pick_option(label: str, options: Sequence[str], key: str, **kwargs: Any) -> str:
     """A selectbox whose stored value is dropped when it is no longer offered (e.g. another run
     has other splits), instead of erroring."""

@@ -372,19 +372,9 @@ def main() -> None:
     st.title("Explain")
     st.caption("Attribution maps (Captum) for the faces a run classifies: which pixels drive the score "
                "of a class. A whole page of faces is one batched call.")
-    runs = resources.discover_runs()
-    if not runs:
-        components.no_runs_message()
+    info = components.pick_model_run("xp_run")
+    if info is None:
         return
-    usable = [r for r in runs if r.config and not r.error]
-    if not usable:
-        for r in runs:
-            components.run_problem(r)
-        st.info("None of the runs found has a readable config and a checkpoint to explain.")
-        return
-    default = next((str(r.path) for r in usable if resources.is_shipped(r)), str(usable[0].path))
-    path = components.pick_run(usable, "xp_run", "Run", default=default)
-    info = components.runs_by_path(usable)[path]
     try:
         em = rx.explain_model(info.path)
     except (CheckpointError, RunError, RuntimeError, ValueError) as exc:

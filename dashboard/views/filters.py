@@ -161,19 +161,9 @@ def main() -> None:
     st.title("Filters")
     st.caption("What the filters of a conv layer respond to: optimised inputs, their outputs for a face, "
                "and the faces that excite them most.")
-    runs = resources.discover_runs()
-    if not runs:
-        components.no_runs_message()
+    info = components.pick_model_run("fv_run")
+    if info is None:
         return
-    usable = [r for r in runs if r.config and not r.error]
-    if not usable:
-        for r in runs:
-            components.run_problem(r)
-        st.info("None of the runs found has a readable config and a checkpoint.")
-        return
-    default = next((str(r.path) for r in usable if resources.is_shipped(r)), str(usable[0].path))
-    path = components.pick_run(usable, "fv_run", "Run", default=default)
-    info = components.runs_by_path(usable)[path]
     try:
         em = rx.explain_model(info.path)
     except (CheckpointError, RunError, RuntimeError, ValueError) as exc:
