@@ -196,8 +196,12 @@ def main() -> None:
             components.run_problem(r)
         st.info("None of the runs found has a readable config.json.")
         return
-    default = next((str(r.path) for r in usable if resources.is_shipped(r) and not r.error),
-                   next((str(r.path) for r in usable if not r.error), str(usable[0].path)))
+    # Prefer a shipped SynthFER run: its faces regenerate anywhere, so the first view of this page
+    # shows a clickable gallery even on a machine without FER2013.
+    ok = [r for r in usable if not r.error]
+    default = next((str(r.path) for r in ok if resources.is_shipped(r) and r.synthetic),
+                   next((str(r.path) for r in ok if resources.is_shipped(r)),
+                        str(ok[0].path) if ok else str(usable[0].path)))
     c1, c2, c3 = st.columns([3, 1, 3])
     with c1:
         path_a = components.pick_run(usable, "err_run", "Run (A)", default=default)
