@@ -216,7 +216,7 @@ def test_docs_screenshots(browser_runs: Path, tmp_path: Path) -> None:
     """One screenshot per page for the README, with the shipped runs when they exist."""
     DOCS.mkdir(exist_ok=True)
     env = {"FER_RUNS": str(browser_runs), "FER_RUNS_ONLY": "0"}
-    with streamlit_server(env, tmp_path / "streamlit-docs.log") as url, chromium_page(height=2400) as page:
+    with streamlit_server(env, tmp_path / "streamlit-docs.log") as url, chromium_page(height=3000) as page:
         for name, path, ready in (("runs", "", '[data-testid="stPlotlyChart"]'),  # the default page is /
                                   ("errors", "errors", ".st-key-err_gal_faces img"),
                                   ("model", "model", '[data-testid="stDataFrame"]')):
@@ -225,5 +225,8 @@ def test_docs_screenshots(browser_runs: Path, tmp_path: Path) -> None:
             _settle(page)
             if name == "errors":
                 page.wait_for_function(IMAGES_LOADED_JS)
+                # docs/ is committed: never write real FER2013 faces there (dataset licence)
+                heading = page.locator("h4").filter(has_text="→ predicted").first.inner_text()
+                assert "synthetic" in heading, f"the Errors page opened on a non-synthetic run: {heading}"
             page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
             page.screenshot(path=str(ARTIFACTS / f"docs_{name}.png"), full_page=True)

@@ -344,3 +344,52 @@ def test_gallery_helpers() -> None:
     assert comparable({"data": "x"}, {"data": "y"}, "test")
     assert comparable({"data": "x", "train": {"seed": 0}}, {"data": "x", "train": {"seed": 1}}, "val")
     assert comparable({"data": "x", "train": {"seed": 0}}, {"data": "x", "train": {"seed": 1}}, "test") is None
+
+
+def test_users_copy_is_matched_by_row_id(tiny_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose data is not here, browsed with the user's own copy in another order/layout:
+    faces are joined on the dataset row id, so the gallery shows the right faces."""
+    from fer_core.data.sources import open_dataset
+    from fer_core.labels import EMOTIONS
+
+    faces = open_dataset(DATA)
+    perm = np.random.default_rng(1).permutation(len(faces))
+    usage = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+    copy = tmp_path / "my_fer2013.npz"
+    np.savez(copy, x=faces.x.numpy()[perm], y=faces.y.numpy()[perm], row=faces.row[perm],
+             usage=np.array([usage[s] for s in faces.split[perm]]))
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "run_a", runs / "fer_run")
+    cfg_path = runs / "fer_run" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["data"] = "/nonexistent/fer2013.csv"
+    cfg["synthetic"] = False
+    cfg_path.write_text(json.dumps(cfg))
+
+    # the join itself: every stored prediction gets its own face back
+    from dashboard import resources
+
+    pred = _npz(runs / "fer_run")
+    data = resources.resolve_data(cfg, str(copy))
+    assert data.spec == str(copy) and "row id" in (data.note or "")
+    got, pos, problem = resources.aligned_faces(pred, data)
+    assert problem is None
+    np.testing.assert_array_equal(got.x.numpy()[pos], faces.x.numpy()[pred["index"]])
+
+    # and through the page
+    monkeypatch.setenv("FER_DATA", str(copy))
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FER_RUNS", str(runs))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at = _page(at, "errors")
+    k = len(EMOTIONS)
+    d = int(np.argmax(np.bincount(pred["label"] * k + pred["pred"], minlength=k * k)[:: k + 1]))
+    _select_cell(at, d, d)
+    at.selectbox(key="err_gal_sort").set_value("row").run()
+    assert not at.exception, [e.value for e in at.exception]
+    want = np.sort(pred["row"][(pred["label"] == d) & (pred["pred"] == d)])[:36]
+    caps = at.image[0].captions
+    assert [int(c.split(" ")[1]) for c in caps] == want.tolist()

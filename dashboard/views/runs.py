@@ -28,38 +28,53 @@ RESULT_KEYS = ("created", "best_epoch", "best_val_acc", "finished")  # results, 
 
 def curve_figures(runs: Sequence[RunInfo], frames: dict[str, pd.DataFrame], smooth: float,
                   xaxis: str) -> tuple[go.Figure, go.Figure]:
-    """Loss and accuracy figures: train dashed, val solid, one colour per run, EMA-smoothed."""
+    """Loss and accuracy figures: train dashed, val solid, one colour per run, EMA-smoothed.
+
+    The legend lists each run once (short names; clicking one hides both of its curves), so it
+    stays readable with many runs.
+    """
     figs = {m: go.Figure() for m in ("loss", "acc")}
     xcol = "epoch" if xaxis == "epoch" else "time_s"
+    names = _short_names(runs)
     for n, info in enumerate(runs):
         df = frames.get(str(info.path))
         if df is None or df.empty:
             continue
         color = COLORS[n % len(COLORS)]
+        name = names[n]
         x = df[xcol].to_numpy(dtype=float) / (60.0 if xcol == "time_s" else 1.0)
         for metric, fig in figs.items():
             for part, dash in (("train", "dash"), ("val", "solid")):
                 y = ema(df[f"{part}_{metric}"].to_numpy(dtype=float), smooth)
                 fig.add_trace(go.Scatter(
-                    x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines", name=f"{info.label} {part}",
-                    legendgroup=info.label, line=dict(color=color, dash=dash), marker=dict(size=5),
-                    hovertemplate=f"{info.label} {part}<br>%{{x:.4g}}: %{{y:.4f}}<extra></extra>"))
+                    x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines", name=name,
+                    legendgroup=name, showlegend=part == "val", line=dict(color=color, dash=dash),
+                    marker=dict(size=4),
+                    hovertemplate=f"{name} {part}: %{{y:.4f}}<extra></extra>"))
     xtitle = "epoch" if xcol == "epoch" else "wall time (min)"
+    rows = -(-len(runs) // 3)
     for metric, fig in figs.items():
-        fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
-                          title=dict(text="loss" if metric == "loss" else "accuracy", font=dict(size=14)),
-                          legend=dict(orientation="h", yanchor="top", y=-0.2, font=dict(size=10)),
+        fig.update_layout(height=360 + 22 * rows, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
+                          title=dict(text=("loss" if metric == "loss" else "accuracy")
+                                     + " — solid: val, dashed: train", font=dict(size=14)),
+                          legend=dict(orientation="h", yanchor="top", y=-0.26, font=dict(size=11)),
                           xaxis_title=xtitle, yaxis_title="loss" if metric == "loss" else "accuracy",
                           yaxis=dict(tickformat=".0%") if metric == "acc" else {})
     return figs["loss"], figs["acc"]
 
 
+def _short_names(runs: Sequence[RunInfo]) -> list[str]:
+    """Run folder names, or root/name where two roots hold runs of the same name."""
+    names = [r.name for r in runs]
+    return [r.name if names.count(r.name) == 1 else r.label for r in runs]
+
+
 def summary_table(runs: Sequence[RunInfo], frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Best and final metrics per run, plus the stored test accuracy where evaluated."""
     rows: list[dict[str, Any]] = []
-    for info in runs:
+    for info, name in zip(runs, _short_names(runs)):
         df = frames.get(str(info.path))
-        rec: dict[str, Any] = {"run": info.label, "model": info.config.get("model", "?")}
+        rec: dict[str, Any] = {"run": name, "model": info.config.get("model", "?")}
         if df is not None and not df.empty:
             best = df.loc[df["val_acc"].idxmax()]
             last = df.iloc[-1]
@@ -89,12 +104,8 @@ def config_table(runs: Sequence[RunInfo]) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _unique_labels(runs: Sequence[RunInfo]) -> list[str]:
-    labels, seen = [], {}
-    for r in runs:
-        lab = r.label
-        seen[lab] = seen.get(lab, 0) + 1
-        labels.append(lab if seen[lab] == 1 else f"{lab} ({seen[lab]})")
-    return labels
+    """Column names for the tables: short run names (root/name only where names collide)."""
+    return _short_names(runs)
 
 
 def _cell(v: Any) -> str:
