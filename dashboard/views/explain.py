@@ -228,14 +228,13 @@ def pick_targets(faces: Faces, classes: Sequence[str]) -> tuple[np.ndarray, np.n
 
 
 # --------------------------------------------------------------------------- drawing
-def colorbar_figure(lo: float, hi: float, signed: bool, title: str) -> go.Figure:
-    z = np.linspace(lo, hi, 64)[None]
-    fig = go.Figure(go.Heatmap(z=z, x=np.linspace(lo, hi, 64), y=[""], showscale=False,
-                               colorscale="RdBu_r" if signed else "Inferno", zmin=lo, zmax=hi,
-                               hovertemplate="%{x:.3g}<extra></extra>"))
-    fig.update_layout(height=90, margin=dict(l=10, r=10, t=28, b=24), title=dict(text=title, font=dict(size=12)),
-                      xaxis=dict(fixedrange=True, tickformat=".2g"), yaxis=dict(fixedrange=True))
-    return fig
+def colorbar(lo: float, hi: float, signed: bool, title: str) -> None:
+    """A colour bar drawn with the same colouring as the maps (so the two can never disagree)."""
+    ramp = np.linspace(lo, hi, 512)[None].repeat(14, 0)
+    strip = colorize(ramp, np.array([[lo, hi]]), signed=signed)
+    ticks = np.linspace(lo, hi, 5)
+    st.image(strip, width="stretch", caption=f"{title}: " + "  ·  ".join(f"{t:.3g}" for t in ticks)
+             + (" (white = 0, red > 0, blue < 0)" if signed else " (dark = low, bright = high)"))
 
 
 def tiles(faces: Faces, maps_list: list[np.ndarray], limits_list: list[np.ndarray], signed: bool,
@@ -353,18 +352,21 @@ def cell_means_section(info: RunInfo, em: rx.ExplainModel, ctx: dict[str, Any], 
         return
     maps = np.stack([r.mean_map for r in res])
     lims = color_limits(maps, shared=True, signed=signed)
-    cols = st.columns(k)
+    h, w = maps.shape[-2:]
+    gap = 6
+    grid = np.full((k * (h + gap), k * (2 * w + gap), 3), 255, np.uint8)
     for r, lim in zip(res, lims):
-        with cols[r.pred]:
-            if r.used:
-                img = np.concatenate([np.repeat((r.mean_face * 255).astype(np.uint8)[..., None], 3, -1),
-                                      colorize(r.mean_map, lim, signed=signed)], 1)
-                st.image(upscale(img.transpose(2, 0, 1), 2).transpose(1, 2, 0),
-                         caption=f"{classes[r.true]}→{classes[r.pred]} ({r.count})")
-            else:
-                st.caption(f"{classes[r.true]}→{classes[r.pred]}: empty")
-    lo, hi = float(lims[0][0]), float(lims[0][1])
-    st.plotly_chart(colorbar_figure(lo, hi, signed, "shared scale of the mean maps"), key="xp_cells_cbar")
+        if not r.used:
+            continue
+        y, x = r.true * (h + gap), r.pred * (2 * w + gap)
+        grid[y:y + h, x:x + w] = (r.mean_face * 255).astype(np.uint8)[..., None]
+        grid[y:y + h, x + w:x + 2 * w] = colorize(r.mean_map, lim, signed=signed)
+    st.image(upscale(grid.transpose(2, 0, 1), 2).transpose(1, 2, 0),
+             caption="Rows: true class, columns: predicted class, both in the order "
+                     + ", ".join(classes) + ". Each cell: mean face | mean map; blank = no faces.")
+    counts = {f"{classes[r.true]}→{classes[r.pred]}": r.count for r in res if r.count}
+    st.caption("Faces per cell: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    colorbar(float(lims[0][0]), float(lims[0][1]), signed, "Shared scale of the mean maps (max |value| 1 per face)")
 
 
 # --------------------------------------------------------------------------- page
@@ -430,8 +432,7 @@ def main() -> None:
                     + ("true class" if (faces.labels >= 0).all() else "chosen class")
                     + " (“why this and not that?”)")
     if shared:
-        st.plotly_chart(colorbar_figure(float(lim_all[0, 0]), float(lim_all[0, 1]), signed,
-                                        "shared colour scale (raw attribution units)"), key="xp_cbar")
+        colorbar(float(lim_all[0, 0]), float(lim_all[0, 1]), signed, "Shared colour scale (raw attribution units)")
     else:
         st.caption("Per-image colour scale: each map spans its own range (shown under it); "
                    + ("white = 0, red > 0, blue < 0." if signed else "dark = low, bright = high."))

@@ -48,6 +48,15 @@ def image_grid(images: np.ndarray, captions: Sequence[str], columns: int = GRID,
             st.image(a, caption=cap, clamp=True)
 
 
+def spotlight(faces_u8: np.ndarray, maps01: np.ndarray) -> np.ndarray:
+    """Grey faces dimmed where the filter is silent and tinted red where it fires (maps in [0,1])."""
+    f = np.asarray(faces_u8, dtype=np.float64) / 255.0
+    m = np.clip(np.asarray(maps01, dtype=np.float64), 0, 1)
+    base = f * (0.3 + 0.7 * m)
+    rgb = np.stack([base + 0.45 * m * (1 - base), base, base], -1)
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def _split_faces(info: RunInfo) -> tuple[Any | None, str, str | None]:
     """(test-split faces uint8, data key, problem) of the run's data."""
     data = resources.resolve_data(info.config, components.data_path())
@@ -72,6 +81,11 @@ def featviz_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: lis
                                        step=0.01, format="%.3f", key="fv_lr_reg"))
     with c4:
         seed = int(st.number_input("Seed", 0, 10_000, 0, key="fv_seed"))
+    if rx.featviz_weights(str(info.path), em.stamp, layer) is not None:
+        st.caption(f"{layer} reads the pixels directly and is linear in them, so its *mean* activation is "
+                   "maximised by a nearly uniform image (its response to the average brightness). Its "
+                   "kernels, under *Filter outputs* below, show its pattern directly; deeper layers give "
+                   "more telling images.")
     settings = (str(info.path), em.stamp, layer, tuple(filters), steps, lr_naive, lr_reg, seed)
     if st.button(f"Optimise {len(filters)} filter image(s) (one batch per mode)", key="fv_go", type="primary"):
         st.session_state["fv_done"] = settings
@@ -148,11 +162,11 @@ def top_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: list[in
     top = rx.featviz_top_faces(str(info.path), em.stamp, layer, tuple(int(f) for f in chosen), k, data_key,
                                faces_u8)
     st.caption(f"Of {len(faces_u8)} test faces" + (" (synthetic, SynthFER)" if synthetic else "")
-               + ": the ones whose strongest response to the filter is highest; the overlay is the filter's "
-               "activation map upsampled to the face (bright = where it fires).")
+               + ": the ones whose strongest response to the filter is highest. The face is dimmed where "
+               "the filter is silent and glows red where it fires (its activation map, upsampled to the "
+               "face). Caption: face index · strongest response.")
     for r, f in enumerate(top.filters):
-        faces = faces_u8[top.index[r]]
-        over = colorize(top.maps[r], np.tile([0.0, 1.0], (len(faces), 1)), signed=False, faces=faces, alpha=0.6)
+        over = spotlight(faces_u8[top.index[r]], top.maps[r])
         st.markdown(f"**filter #{int(f)}**")
         image_grid(over, [f"#{int(i)} · {s:.2g}" for i, s in zip(top.index[r], top.score[r])], columns=12)
 

@@ -378,7 +378,8 @@ def layer_table(model: nn.Module, input_size: int | None = None, in_chans: int =
                 m.register_forward_hook(hook(name))  # removed by model_guard
         ref = next(model.parameters(), None)
         with torch.no_grad():
-            model(torch.zeros(1, in_chans, size, size, dtype=ref.dtype if ref is not None else torch.float32))
+            model(torch.zeros(1, in_chans, size, size, dtype=ref.dtype if ref is not None else torch.float32,
+                              device=ref.device if ref is not None else "cpu"))
     rows = []
     for name in order:
         shp = shapes[name]

@@ -267,14 +267,16 @@ def visualize_filters(model: nn.Module, layer: str, *, filters: Sequence[int] | 
     with model_guard(model):
         ref = next(model.parameters(), None)
         dtype = ref.dtype if ref is not None else torch.float32
-        n_ch = _forward_to(model, layer, torch.zeros(1, 1, size, size, dtype=dtype)).shape[1]
+        dev = ref.device if ref is not None else torch.device("cpu")
+        n_ch = _forward_to(model, layer, torch.zeros(1, 1, size, size, dtype=dtype, device=dev)).shape[1]
         filt = torch.arange(n_ch) if filters is None else torch.as_tensor(list(filters), dtype=torch.long)
+        filt = filt.to(dev)
         if len(filt) == 0:
             raise ValueError("no filters selected")
         if int(filt.min()) < 0 or int(filt.max()) >= n_ch:
             raise ValueError(f"filter indices must be in 0..{n_ch - 1} for {layer} ({n_ch} filters)")
         n = len(filt)
-        rows = torch.arange(n)
+        rows = torch.arange(n, device=dev)
         gen = torch.Generator().manual_seed(int(seed))
 
         target = model.get_submodule(layer)
@@ -290,7 +292,7 @@ def visualize_filters(model: nn.Module, layer: str, *, filters: Sequence[int] | 
             return out[rows, filt].flatten(1).mean(1)
 
         if mode == "naive":
-            u = (0.5 + torch.rand(n, 1, size, size, generator=gen) * 0.08).to(dtype).requires_grad_(True)
+            u = (0.5 + torch.rand(n, 1, size, size, generator=gen) * 0.08).to(dev, dtype).requires_grad_(True)
             for _ in range(steps):
                 (g,) = torch.autograd.grad(objective(u).sum(), u)
                 g = g / (g.pow(2).flatten(1).mean(1).sqrt().view(-1, 1, 1, 1) + 1e-8)
@@ -298,8 +300,8 @@ def visualize_filters(model: nn.Module, layer: str, *, filters: Sequence[int] | 
                     u += lr * g
             pixels = u.detach()
         else:
-            fscale = _fft_scale(size, size, decay_power).to(dtype)
-            spec = (torch.randn(n, 1, size, size // 2 + 1, 2, generator=gen) * 0.01).to(dtype).requires_grad_(True)
+            fscale = _fft_scale(size, size, decay_power).to(dev, dtype)
+            spec = (torch.randn(n, 1, size, size // 2 + 1, 2, generator=gen) * 0.01).to(dev, dtype).requires_grad_(True)
             opt = torch.optim.Adam([spec], lr=lr)
 
             def image() -> torch.Tensor:
@@ -308,7 +310,7 @@ def visualize_filters(model: nn.Module, layer: str, *, filters: Sequence[int] | 
 
             for _ in range(steps):
                 u = image()
-                theta = _random_affine(n, size, gen, jitter, scale, rotate).to(dtype)
+                theta = _random_affine(n, size, gen, jitter, scale, rotate).to(dev, dtype)
                 grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
                 ut = F.grid_sample(u, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
                 loss = -objective(ut).sum()
@@ -321,15 +323,15 @@ def visualize_filters(model: nn.Module, layer: str, *, filters: Sequence[int] | 
                 pixels = image()
         with torch.no_grad():
             acts = objective(pixels)
-    pixels = pixels.detach().float()[:, 0]
+    pixels = pixels.detach().float().cpu()[:, 0]
     if mode == "naive":  # Keras deprocess: std 0.15 around grey, clipped
         mu = pixels.mean((1, 2), keepdim=True)
         sd = pixels.std((1, 2), keepdim=True)
         images = ((pixels - mu) / (sd + 1e-5) * 0.15 + 0.5).clamp(0, 1)
     else:
         images = pixels.clamp(0, 1)
-    return FeatVizResult(layer=layer, mode=mode, filters=filt.numpy(), images=images.numpy(),
-                         pixels=pixels.numpy(), activations=acts.float().numpy(), steps=steps, lr=lr,
+    return FeatVizResult(layer=layer, mode=mode, filters=filt.cpu().numpy(), images=images.numpy(),
+                         pixels=pixels.numpy(), activations=acts.float().cpu().numpy(), steps=steps, lr=lr,
                          seconds=time.perf_counter() - t0)
 
 
