@@ -25,6 +25,7 @@ moving window) so labels do not flicker. ``bench/live.py`` measures all of it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -113,6 +114,43 @@ class Predictor:
             else detector
         self._lock = threading.Lock()
         self._detectors: dict[str, Detector] = {self.detector.name: self.detector}
+        self._infer: dict[str, torch.nn.Module] = {}
+
+    # ---- the inference copies ------------------------------------------------------------------
+    def _inference_model(self, precision: str) -> torch.nn.Module:
+        """A frozen copy of the model made for batch-1 CPU inference (built once, under the lock).
+
+        Why a copy: ``self.model`` stays the plain eval-mode module that attribution hooks into
+        (Grad-CAM layers keep their names and meaning). The copy has BatchNorm folded into the
+        preceding convolutions (``torch.fx`` fusion: the same function with fewer ops) and
+        channels-last weights, which oneDNN runs ~1.7x faster at 48x48 than NCHW. ``"bf16"``
+        also casts the weights to bfloat16 -- about 1.6x faster again on CPUs with native bf16
+        (AVX512-BF16/AMX), within ~1e-2 of the fp32 probabilities; used for live video, where
+        a label is redrawn 30 times a second, never for the exact figures of ``predict``.
+        """
+        if precision not in self._infer:
+            import copy
+
+            m = copy.deepcopy(self.model).eval()
+            if self.device.type == "cpu":
+                try:
+                    from torch.fx.experimental.optimization import fuse
+
+                    m = fuse(m)
+                except Exception:  # not fx-traceable: the unfused copy is still correct
+                    pass
+                m = m.to(memory_format=torch.channels_last)
+            if precision == "bf16":
+                m = m.to(torch.bfloat16)
+            self._infer[precision] = m
+        return self._infer[precision]
+
+    @functools.cached_property
+    def fast_precision(self) -> str:
+        """``"bf16"`` where this CPU computes bfloat16 natively, else ``"fp32"``."""
+        from fer_core.train import cpu_bf16_supported
+
+        return "bf16" if self.device.type == "cpu" and cpu_bf16_supported() else "fp32"
 
     # ---- pieces (each usable alone) ------------------------------------------------------------
     def get_detector(self, detector: str | Detector | None = None) -> Detector:
@@ -143,14 +181,23 @@ class Predictor:
         seen = (u[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
         return self.preprocess.standardize(u).to(self.device), seen
 
-    def classify(self, x: torch.Tensor) -> np.ndarray:
-        """Model input N×1×S×S -> probabilities N×C (eval mode, inference mode, under the lock)."""
+    def classify(self, x: torch.Tensor, precision: str = "fp32") -> np.ndarray:
+        """Model input N×1×S×S -> probabilities N×C (eval mode, inference mode, under the lock).
+
+        ``precision="fp32"`` matches evaluation to ~1e-6; ``"bf16"`` (see :attr:`fast_precision`)
+        is the faster live-video setting.
+        """
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
         if len(x) == 0:
             return np.empty((0, len(self.classes)), np.float32)
         with self._lock, torch.inference_mode():
-            if self.model.training:  # someone else's code switched it; never classify in train mode
-                self.model.eval()
-            logits = self.model(x)
+            m = self._inference_model(precision)
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            xin = x.to(dtype)
+            if self.device.type == "cpu":
+                xin = xin.contiguous(memory_format=torch.channels_last)
+            logits = m(xin)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def attribute(self, x: torch.Tensor, target: int | list[int] | str = "pred", method: str = "gradcam",
@@ -291,6 +338,7 @@ class LiveSettings:
     bars: bool = True
     gradcam: bool = False            # Grad-CAM overlay on the largest face (costs a backward pass)
     readout: bool = True             # latency text drawn on the frame
+    fast: bool = True                # bf16 classification where the CPU has it (Predictor.fast_precision)
     iou_match: float = 0.3           # a detection continues a track when IoU ≥ this
     max_missed: int = 2              # detections a track may miss before it is dropped
 
@@ -400,7 +448,7 @@ class LiveProcessor:
         exact = bool(getattr(det, "exact_crop", False))
         x, seen = pred.model_inputs([crop_face(gray, t.box, exact=exact) for t in tracks])
         t2 = time.perf_counter()
-        probs = pred.classify(x)
+        probs = pred.classify(x, pred.fast_precision if s.fast else "fp32")
         shown = [(t.box, t.update_probs(p, s), f"#{t.id}") for t, p in zip(tracks, probs)]
         t3 = time.perf_counter()
         out = np.ascontiguousarray(frame).copy()

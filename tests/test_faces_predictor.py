@@ -404,6 +404,24 @@ def test_predictor_is_thread_safe_and_stays_in_eval(predictor):
     assert all(p.grad is None for p in predictor.model.parameters())
 
 
+def test_fast_inference_copies_match_the_model(predictor):
+    """classify() runs a BN-folded channels-last copy: same function as the eval model (fp32 to
+    ~1e-5, bf16 to ~1e-2), and the model attribution hooks into is left untouched."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 48, 48)
+    before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
+    with torch.inference_mode():
+        ref = torch.softmax(predictor.model(x), dim=1).numpy()
+    np.testing.assert_allclose(predictor.classify(x), ref, atol=1e-5)
+    bf = predictor.classify(x, "bf16")
+    assert np.abs(bf - ref).max() < 0.03
+    assert predictor.fast_precision in ("fp32", "bf16")
+    assert all(torch.equal(v, before[k]) for k, v in predictor.model.state_dict().items())
+    assert any(n.startswith("features.bn") for n, _ in predictor.model.named_modules())  # not fused in place
+    with pytest.raises(ValueError, match="precision"):
+        predictor.classify(x, "fp8")
+
+
 def test_attribution_maps(predictor):
     f = predictor.predict(synth_scene()[0]).faces[0]
     for method in ("saliency", "gradcam"):
