@@ -135,7 +135,7 @@ def run_naive(predictor, frames, warmup: int, min_face: float):
 
 
 def recall(n: int = 100, side: int = 320) -> None:
-    """Haar recall + FER2013 framing on the real faces usable offline (prints one line per cascade).
+    """Detector recall, CPU time per frame and FER2013 framing on the real faces usable offline (a line per detector).
 
     FER2013 (``../shared/data/fer2013`` or ``$FER_DATA`` .npz): faces upscaled 4× and edge-padded
     into a 640×480 frame; scikit-image's LFW subset (100 faces, 25×25) upscaled 6×; its astronaut.
@@ -168,15 +168,28 @@ def recall(n: int = 100, side: int = 320) -> None:
         img = cv2.copyMakeBorder(f, y0, 480 - y0 - f.shape[0], x0, 640 - x0 - f.shape[1], cv2.BORDER_REPLICATE)
         return img, (x0, y0, f.shape[1], f.shape[0])
 
-    for cascade, eq in (("haarcascade_frontalface_default.xml", False), ("haarcascade_frontalface_default.xml", True),
-                        ("haarcascade_frontalface_alt2.xml", False)):
-        det = HaarDetector(cascade, max_side=side, equalize=eq, min_neighbors=5 if "default" in cascade else 4)
-        parts = [f"{cascade.removeprefix('haarcascade_frontalface_').removesuffix('.xml')} eq={int(eq)}:"]
+    detectors: list[tuple[str, object]] = [
+        (f"{c.removeprefix('haarcascade_frontalface_').removesuffix('.xml')} eq={int(eq)}:",
+         HaarDetector(c, max_side=side, equalize=eq, min_neighbors=5 if "default" in c else 4))
+        for c, eq in (("haarcascade_frontalface_default.xml", False), ("haarcascade_frontalface_default.xml", True),
+                      ("haarcascade_frontalface_alt2.xml", False))]
+    try:
+        from fer_core.faces import MTCNNDetector
+
+        detectors.append(("mtcnn:", MTCNNDetector(max_side=side)))
+    except RuntimeError as exc:  # facenet-pytorch not installed
+        print(f"mtcnn skipped: {exc}", file=sys.stderr)
+    for label, det in detectors:
+        parts = [label]
+        cpu: list[float] = []
         for name, (faces, up) in sources.items():
             hits, scales, shifts = 0, [], []
             for f in faces:
                 img, gt = scene(f, up)
-                m = [b for b in det.detect(img) if iou(b, gt) > 0.3]
+                c0 = time.thread_time()
+                found = det.detect(img)
+                cpu.append(time.thread_time() - c0)
+                m = [b for b in found if iou(b, gt) > 0.3]
                 if m:
                     hits += 1
                     scales.append(gt[2] / m[0][2])
@@ -184,6 +197,8 @@ def recall(n: int = 100, side: int = 320) -> None:
             parts.append(f"{name} recall={hits / len(faces):.2f}")
             if name == "fer2013" and scales:
                 parts.append(f"scale={np.median(scales):.3f} shift_y={np.median(shifts):+.3f}")
+        if cpu:
+            parts.append(f"cpu={1e3 * float(np.median(cpu)):.1f}ms/frame")
         if astro is not None:
             parts.append(f"astronaut boxes={det.detect(astro)}")
         print(" ".join(parts), flush=True)
@@ -199,9 +214,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and OpenCV threads (default 1: one small face per frame gains nothing from "
                          "intra-op threads, and their spin-waits collapse when other jobs share the cores)")
-    ap.add_argument("--recall", action="store_true", help="measure Haar recall on real faces instead")
+    ap.add_argument("--recall", action="store_true", help="measure detector recall (Haar cascades, MTCNN if installed) on real faces instead")
     a = ap.parse_args()
     if a.recall:
+        import cv2
+        import torch
+
+        torch.set_num_threads(a.threads)
+        cv2.setNumThreads(a.threads)
         recall()
         return
 

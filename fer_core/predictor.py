@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import os
 import sys
@@ -426,7 +427,11 @@ class LiveProcessor:
     def _detector(self, s: LiveSettings) -> Detector:
         key = (s.detector, int(s.detect_side))
         if key not in self._detectors:
-            kw: dict[str, Any] = {"max_side": int(s.detect_side)} if s.detector.startswith("haar") else {}
+            from fer_core.faces import detector_class
+
+            # detectors that downscale take the user's detection resolution; others get no kwarg
+            accepts = "max_side" in inspect.signature(detector_class(s.detector)).parameters
+            kw: dict[str, Any] = {"max_side": int(s.detect_side)} if accepts else {}
             self._detectors[key] = create_detector(s.detector, **kw)
         return self._detectors[key]
 

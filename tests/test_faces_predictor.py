@@ -277,6 +277,15 @@ def test_haar_finds_the_astronaut_in_rgb_gray_and_upscaled():
         assert best > 0.5, boxes
 
 
+def test_mtcnn_detector_plugin_finds_the_astronaut():
+    pytest.importorskip("facenet_pytorch", reason="facenet-pytorch (optional MTCNN detector) not installed")
+    det = create_detector("mtcnn")
+    boxes = det.detect(astronaut())
+    assert boxes and max(iou(b, ASTRO_FACE) for b in boxes) > 0.5, boxes
+    assert det.detect(np.full((240, 320, 3), 128, np.uint8)) == []
+    assert det.detect(np.zeros((10, 10), np.uint8)) == []
+
+
 def test_haar_on_synthetic_faces_and_blank():
     det = create_detector("haar")
     frame, boxes = synth_scene(n_faces=2)
