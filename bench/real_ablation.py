@@ -33,6 +33,9 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--data", default=None, help="dataset spec (default: the run's own)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tta", default="none,flip,tencrop", help="comma-separated TTA modes")
+    ap.add_argument("--weights", default="best,last,raw",
+                    help="comma-separated: best (EMA at the best val epoch), last (EMA), raw (last, no EMA)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     run = Path(a.run)
@@ -43,18 +46,22 @@ def main() -> None:
     last = load_checkpoint(run / "last.pt")
     if "train_state_dict" not in last:
         raise SystemExit(f"{run}/last.pt has no raw weights (trained without --ema?): nothing to compare")
+    want = {w.strip() for w in a.weights.split(",")}
     variants = {}
     best = load_model(run, "best")
-    variants[f"best epoch {best.epoch} (EMA)"] = best.model
+    if "best" in want:
+        variants[f"best epoch {best.epoch} (EMA)"] = best.model
     ema_last = load_model(run, "last")
-    variants[f"last epoch {ema_last.epoch} (EMA)"] = ema_last.model
-    raw = load_model(run, "last")
-    raw.model.load_state_dict(last["train_state_dict"])
-    variants[f"last epoch {ema_last.epoch} (raw, no EMA)"] = raw.model
+    if "last" in want:
+        variants[f"last epoch {ema_last.epoch} (EMA)"] = ema_last.model
+    if "raw" in want:
+        raw = load_model(run, "last")
+        raw.model.load_state_dict(last["train_state_dict"])
+        variants[f"last epoch {ema_last.epoch} (raw, no EMA)"] = raw.model
 
     summary = []
     for name, model in variants.items():
-        for tta in ("none", "flip", "tencrop"):
+        for tta in [t.strip() for t in a.tta.split(",") if t.strip()]:
             for split in ("val", "test"):
                 part = faces.select(split)
                 t = time.perf_counter()

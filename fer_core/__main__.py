@@ -90,7 +90,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from fer_core.evaluate import evaluate_run
+    from fer_core.runs import read_config
 
+    if a.tta is None:  # the run's own choice, made on validation data (fer_core.evaluate.choose_tta)
+        a.tta = read_config(a.run).get("eval_tta", "none")
     r = evaluate_run(a.run, data=a.data, split=a.split, tta=a.tta, which=a.checkpoint, ferplus=a.ferplus)
     if "ferplus" in r:
         f = r["ferplus"]
@@ -195,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--data", default=None, help="another dataset spec (the run's own by default)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--tta", default="none", choices=["none", "flip", "tencrop"])
+    e.add_argument("--tta", default=None, choices=["none", "flip", "tencrop"],
+                   help="test-time augmentation (default: the run's eval_tta, chosen on validation "
+                        "data when the run was shipped; else none)")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--ferplus", default=None, help="FER+ fer2013new.csv: attach crowd votes and report on them")
     e.set_defaults(func=cmd_evaluate)

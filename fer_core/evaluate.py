@@ -153,6 +153,25 @@ def evaluate_run(run: str | os.PathLike, *, data: str | None = None, split: str 
     return result
 
 
+def choose_tta(run: str | os.PathLike, *, data: str | None = None, modes: tuple[str, ...] = TTA_MODES,
+               faces: FaceSet | None = None) -> str:
+    """Pick the run's default test-time augmentation on its **validation** split and store it.
+
+    Why store it: TTA is part of how a model is meant to be used (as the preprocessing is), so
+    ``evaluate`` applies the run's choice unless told otherwise. Why validation: choosing on the
+    test split would leak it. Ties go to the cheaper mode (``modes`` is ordered by cost). Writes
+    ``eval_tta`` and the validation accuracies per mode (``eval_tta_val``) into ``config.json``.
+    """
+    from fer_core.runs import write_config
+
+    accs = {m: evaluate_run(run, data=data, split="val", tta=m, faces=faces)["accuracy"] for m in modes}
+    best = max(modes, key=lambda m: (accs[m], -modes.index(m)))
+    cfg = read_config(run)
+    cfg["eval_tta"], cfg["eval_tta_val"] = best, {m: round(float(a), 6) for m, a in accs.items()}
+    write_config(run, cfg)
+    return best
+
+
 # FER+ vote columns (fer2013new.csv order) -> FER2013 class index; contempt/unknown/NF have none.
 FERPLUS_TO_FER = {"neutral": 6, "happiness": 3, "surprise": 5, "sadness": 4, "anger": 0,
                   "disgust": 1, "fear": 2}

@@ -53,6 +53,27 @@ def test_evaluate_prints_json_and_caches(trained_run):
     np.testing.assert_allclose(pred["probs"].sum(1), 1.0, atol=1e-5)
 
 
+def test_choose_tta_on_validation_becomes_the_evaluate_default(trained_run, tmp_path):
+    """The run's TTA is picked on val (never test) and stored; `evaluate` without --tta uses it."""
+    import shutil
+
+    from fer_core.evaluate import choose_tta
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    chosen = choose_tta(run)
+    cfg = read_config(run)
+    val = cfg["eval_tta_val"]
+    assert chosen == cfg["eval_tta"] and set(val) == {"none", "flip", "tencrop"}
+    assert val[chosen] == max(val.values())
+    assert read_eval(run, "val", tta="tencrop") is not None and read_eval(run, "test", tta="tencrop") is None
+    r = cli("evaluate", str(run), "--split", "test")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["tta"] == chosen
+    r = cli("evaluate", str(run), "--split", "test", "--tta", "none")
+    assert json.loads(r.stdout.strip().splitlines()[-1])["tta"] == "none"
+
+
 def test_evaluate_on_another_source_with_only_a_test_split(trained_run, tmp_path):
     faces = open_dataset("synthetic:n=300,seed=5")
     npz = tmp_path / "private.npz"

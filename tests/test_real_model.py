@@ -53,3 +53,19 @@ def test_publictest_accuracy_reproduces(shared_data):
     assert abs(r["accuracy"] - committed["accuracy"]) <= 0.001, (r["accuracy"], committed["accuracy"])
     assert r["accuracy"] >= 0.66
     assert "ferplus" in r and r["ferplus"]["with_votes"] > 0
+
+
+def test_default_evaluate_uses_the_tta_chosen_on_validation_and_reaches_70(shared_data):
+    """The issue's done command: `evaluate checkpoints/fer2013-vgg --data … --split test` (no --tta)
+    applies the run's eval_tta, which was chosen on the validation split, never on PublicTest."""
+    cfg = read_config(MAIN)
+    tta = cfg["eval_tta"]
+    val = cfg["eval_tta_val"]
+    assert val[tta] == max(val.values())
+    for mode, acc in val.items():  # the stored choice is backed by the stored val evaluations
+        assert abs(read_eval(MAIN, "val", tta=mode)["accuracy"] - acc) < 1e-6
+    committed = read_eval(MAIN, "test", tta=tta)
+    r = evaluate_run(MAIN, data=str(shared_data / "fer2013_train_publictest.npz"), split="test", tta=tta,
+                     write=False)
+    assert abs(r["accuracy"] - committed["accuracy"]) <= 0.001, (r["accuracy"], committed["accuracy"])
+    assert r["accuracy"] >= 0.70
