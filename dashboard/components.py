@@ -3,7 +3,8 @@
 Why: every page picks runs, reads the sidebar's data path and shows the same kinds of messages;
 doing it in one place keeps widget keys explicit and unique and the wording consistent. The face
 gallery lives here too because the Errors page shows it twice (a confusion cell and the flips
-between two runs).
+between two runs), and so does the attribution colour bar, which the Explain page and the Errors
+page's "Explain faces" overlays both draw.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import resources
+from fer_core.explain.attribution import colorize
 from fer_core.gallery import SORT_KEYS, order_positions, page_bounds, top_probs
 from fer_core.runs import RunInfo
 
@@ -109,11 +111,27 @@ def pick_run(runs: Sequence[RunInfo], key: str, label: str, *, default: str | No
     return choice or None
 
 
+def query_run(runs: Sequence[RunInfo]) -> str | None:
+    """The run named by the page URL's ``?run=`` (a run folder's name, its label or its path), if any.
+
+    Lets a link open a model page on a given run, e.g. ``/explain?run=synth-cnn4-aug`` (the README
+    screenshots use it to show a SynthFER run rather than the default one).
+    """
+    want = str(st.query_params.get("run", "") or "").strip()
+    if not want:
+        return None
+    for r in runs:
+        if want in (str(r.path), r.path.name, r.label):
+            return str(r.path)
+    return None
+
+
 def pick_model_run(key: str, label: str = "Run") -> RunInfo | None:
     """Pick one run that has a readable config and checkpoint (for pages that load its model).
 
     Renders the explanation itself when there is nothing to pick and returns None then, so every
-    model page handles "no runs" and "only broken runs" the same way.
+    model page handles "no runs" and "only broken runs" the same way. The URL's ``?run=`` (see
+    :func:`query_run`) chooses the initial run.
     """
     runs = resources.discover_runs()
     if not runs:
@@ -125,7 +143,8 @@ def pick_model_run(key: str, label: str = "Run") -> RunInfo | None:
             run_problem(r)
         st.info("None of the runs found has a readable config and a checkpoint.")
         return None
-    default = next((str(r.path) for r in usable if resources.is_shipped(r)), str(usable[0].path))
+    default = query_run(usable) or next((str(r.path) for r in usable if resources.is_shipped(r)),
+                                        str(usable[0].path))
     path = pick_run(usable, key, label, default=default)
     return runs_by_path(usable)[path]
 
@@ -153,17 +172,24 @@ def _votes_text(votes: np.ndarray | None) -> str:
     return "FER+ votes: " + (", ".join(parts) if parts else "none")
 
 
+# A gallery decorator gets the page's faces (N×H×W uint8) and their bundle positions and returns
+# the images to show instead (same order) plus a caption suffix per face, or None to keep the faces.
+Decorator = Callable[[np.ndarray, np.ndarray], "tuple[list[np.ndarray], list[str]] | None"]
+
+
 def face_gallery(*, key: str, positions: np.ndarray, bundle: dict[str, Any], faces: Any,
                  face_index: np.ndarray | None, classes: Sequence[str], synthetic: bool, reset_token: Any,
                  extra_caption: Callable[[int], str] | None = None,
-                 per_page: int = GALLERY_PER_PAGE) -> list[int]:
+                 per_page: int = GALLERY_PER_PAGE, decorate: Decorator | None = None) -> list[int]:
     """Sortable, paginated faces of ``positions`` (positions in ``bundle``'s arrays).
 
     Each face is captioned with its dataset row id, predicted class and probability, the
     probability of its true class and, where the data has them, FER+ crowd votes; a table below
     lists all class probabilities of the page. Only this page's faces are touched (a cell can hold
     thousands). ``face_index[pos]`` is the face's index in ``faces``. The page resets to 1 whenever
-    ``reset_token`` changes. Returns the positions shown.
+    ``reset_token`` changes. ``decorate`` (see ``Decorator``) may replace the page's images, e.g.
+    by each face with its attribution overlay under it; it is called once per page, so it can
+    compute everything for the page in one batch. Returns the positions shown.
     """
     n = len(positions)
     page_key, sort_key, token_key = f"{key}_page", f"{key}_sort", f"{key}_token"
@@ -209,12 +235,16 @@ def face_gallery(*, key: str, positions: np.ndarray, bundle: dict[str, Any], fac
 
     if faces is not None and face_index is not None:
         idx = np.asarray(face_index)[shown]
-        # Native 48×48 PNGs (a few hundred bytes each, lossless) enlarged by the browser with
+        images = list(faces.x[idx].numpy())
+        decorated = decorate(np.stack(images), np.asarray(shown)) if decorate is not None else None
+        if decorated is not None:
+            images, suffixes = decorated
+            captions = [c + (" · " + x if x else "") for c, x in zip(captions, suffixes)]
+        # Native 48-px PNGs (a few hundred bytes each, lossless) enlarged by the browser with
         # nearest-neighbour scaling: 9× fewer pixels to encode than upscaling on the server.
         with st.container(key=f"{key}_faces"):
             st.html(f"<style>.st-key-{key}_faces img {{image-rendering: pixelated;}}</style>")
-            st.image(list(faces.x[idx].numpy()), caption=captions, width=48 * GALLERY_ZOOM,
-                     output_format="PNG")
+            st.image(images, caption=captions, width=images[0].shape[1] * GALLERY_ZOOM, output_format="PNG")
     else:
         st.caption("Faces cannot be shown (see the message above); their predictions:")
     with st.expander("Class probabilities of the faces on this page", expanded=face_index is None):
@@ -226,3 +256,27 @@ def face_gallery(*, key: str, positions: np.ndarray, bundle: dict[str, Any], fac
 
 def top_text(p: np.ndarray, classes: Sequence[str], k: int = 2) -> str:
     return ", ".join(f"{c} {v:.2f}" for c, v in top_probs(p, classes, k))
+
+
+# --------------------------------------------------------------------------- attribution maps
+def colorbar(lo: float, hi: float, signed: bool, title: str) -> None:
+    """A colour bar drawn with the same colouring as the maps (so the two can never disagree)."""
+    ramp = np.linspace(lo, hi, 512)[None].repeat(14, 0)
+    strip = colorize(ramp, np.array([[lo, hi]]), signed=signed)
+    ticks = np.linspace(lo, hi, 5)
+    st.image(strip, width="stretch", caption=f"{title}: " + "  ·  ".join(f"{t:.3g}" for t in ticks)
+             + (" (white = 0, red > 0, blue < 0)" if signed else " (dark = low, bright = high)"))
+
+
+def faces_over_maps(faces_u8: np.ndarray, maps: np.ndarray, limits: np.ndarray, *, signed: bool,
+                    alpha: float = 0.6, gap: int = 2) -> list[np.ndarray]:
+    """Each face (grey, as RGB) with its map blended over a copy of it underneath, at native size.
+
+    Stacked vertically so a gallery keeps its column width: the face stays readable on its own and
+    the overlay below shows where the attribution sits on it. ``limits`` is ``N×2`` (vmin, vmax);
+    ``alpha`` is the map's weight where it is strongest (see ``colorize``).
+    """
+    faces_u8 = np.asarray(faces_u8, dtype=np.uint8)
+    over = colorize(maps, limits, signed=signed, faces=faces_u8, alpha=alpha)
+    sep = np.full((gap, faces_u8.shape[-1], 3), 255, np.uint8)
+    return [np.concatenate([np.repeat(f[..., None], 3, -1), sep, o], 0) for f, o in zip(faces_u8, over)]

@@ -235,6 +235,14 @@ def test_color_limits_and_colorize() -> None:
     assert per[0, 1] > per[0, 0]                       # a constant map still gets a valid range
     rgb = colorize(maps, shared, signed=False, faces=np.zeros((2, 2, 2), np.uint8))
     assert rgb.shape == (2, 2, 2, 3) and rgb.dtype == np.uint8
+    # percentile: one outlier does not set the scale for everything else
+    spiky = np.concatenate([np.linspace(0, 1, 99), [100.0]]).reshape(1, 10, 10)
+    two = np.concatenate([spiky, -spiky])
+    np.testing.assert_allclose(color_limits(two, shared=True, signed=True, percentile=98),
+                               [[-np.percentile(np.abs(two), 98), np.percentile(np.abs(two), 98)]] * 2)
+    lim = color_limits(spiky, shared=False, signed=False, percentile=98)[0]
+    assert lim[0] == 0 and lim[1] == pytest.approx(np.percentile(spiky, 98)) and lim[1] < 2
+    np.testing.assert_allclose(color_limits(maps, shared=True, signed=False, percentile=100), shared)
 
 
 def test_cell_mean_maps_linear() -> None:

@@ -139,6 +139,13 @@ IMAGES_LOADED_JS = """() => {
   return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
 }"""
 
+ALL_IMAGES_LOADED_JS = """() => {
+  const imgs = [...document.querySelectorAll('[data-testid="stMain"] img')];
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+NOTHING_STALE_JS = """() => !document.querySelector('[data-stale="true"]')"""
+
 CELL_JS = """([x, y]) => {
   const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
   const fl = gd._fullLayout, r = gd.getBoundingClientRect();
@@ -210,15 +217,45 @@ def test_click_confusion_cell_shows_its_faces(browser_runs: Path, tmp_path: Path
             assert page.locator(".st-key-err_gal_faces img").count() == min(36, int(cm[oi, oj]))
 
 
+DOCS_RUN = "synth-cnn4-aug"  # the shipped SynthFER run the model pages are shown on (?run=)
+
+
+def _select(page: Any, key: str, option: str) -> None:
+    """Choose ``option`` (a substring of its text) in the selectbox with widget key ``key``."""
+    page.locator(f".st-key-{key} [role='combobox']").click()
+    page.get_by_role("option").filter(has_text=option).first.click()
+    _settle(page)
+    value = page.locator(f".st-key-{key} [role='combobox']").input_value()
+    assert option in value, f"{key} shows {value!r}, not {option!r}"
+
+
+def _assert_synthetic_run(page: Any, key: str) -> None:
+    """docs/ is committed: never write real FER2013 faces there (dataset licence)."""
+    box = page.locator(f".st-key-{key}")
+    inputs = box.locator("input")   # the selectbox (a combobox) shows its value in an <input>
+    chosen = box.inner_text() + " " + " ".join(inputs.nth(i).input_value() for i in range(inputs.count()))
+    assert DOCS_RUN in chosen and "synthetic" in chosen, f"the page is not showing {DOCS_RUN}: {chosen}"
+
+
 @pytest.mark.skipif(os.environ.get("FER_DOCS_SCREENSHOTS") != "1",
                     reason="set FER_DOCS_SCREENSHOTS=1 to refresh docs/<page>.png")
-def test_docs_screenshots(browser_runs: Path, tmp_path: Path) -> None:
-    """One screenshot per page for the README, with the shipped runs when they exist."""
+def test_docs_screenshots(tmp_path: Path) -> None:
+    """One screenshot per page for the README, of the shipped runs (no run is trained for it).
+
+    Pages that show faces are shown on a shipped SynthFER run: the Errors page opens on one by
+    itself; Explain and Filters are opened on ``DOCS_RUN`` through their ``?run=`` URL parameter.
+    """
+    _require_browser()
+    if not (ROOT / "checkpoints" / DOCS_RUN).is_dir():
+        pytest.skip(f"checkpoints/{DOCS_RUN} (a shipped SynthFER run) is missing")
     DOCS.mkdir(exist_ok=True)
-    env = {"FER_RUNS": str(browser_runs), "FER_RUNS_ONLY": "0"}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = {"FER_RUNS": "", "FER_RUNS_ONLY": "0"}
     with streamlit_server(env, tmp_path / "streamlit-docs.log") as url, chromium_page(height=3000) as page:
         for name, path, ready in (("runs", "", '[data-testid="stPlotlyChart"]'),  # the default page is /
                                   ("errors", "errors", ".st-key-err_gal_faces img"),
+                                  ("explain", f"explain?run={DOCS_RUN}", '[data-testid="stImage"] img'),
+                                  ("filters", f"filters?run={DOCS_RUN}", ".st-key-fv_go button"),
                                   ("model", "model", '[data-testid="stDataFrame"]')):
             page.goto(f"{url}/{path}")
             page.locator(ready).first.wait_for()
@@ -228,5 +265,18 @@ def test_docs_screenshots(browser_runs: Path, tmp_path: Path) -> None:
                 # docs/ is committed: never write real FER2013 faces there (dataset licence)
                 heading = page.locator("h4").filter(has_text="→ predicted").first.inner_text()
                 assert "synthetic" in heading, f"the Errors page opened on a non-synthetic run: {heading}"
+            elif name == "explain":
+                _assert_synthetic_run(page, "xp_run")
+                page.get_by_text("These are synthetic faces (SynthFER)").wait_for()
+                page.wait_for_function(ALL_IMAGES_LOADED_JS)
+            elif name == "filters":
+                _assert_synthetic_run(page, "fv_run")
+                _select(page, "fv_layer", "features.conv2")
+                page.locator(".st-key-fv_go button").click()
+                page.get_by_text("(one batch)").nth(1).wait_for()      # both modes optimised
+                page.get_by_text("synthetic, SynthFER").first.wait_for()
+                _settle(page)
+                page.wait_for_function(NOTHING_STALE_JS)
+                page.wait_for_function(ALL_IMAGES_LOADED_JS)
             page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
             page.screenshot(path=str(ARTIFACTS / f"docs_{name}.png"), full_page=True)

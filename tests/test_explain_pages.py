@@ -160,3 +160,127 @@ def test_filters_page_optimise_and_pick_layer(env: Path, tmp_path: Path) -> None
     at.text_input(key="fv_filters").set_value("0-3, 99").run()
     assert not at.exception
     assert any("outside" in e.value for e in at.error)
+
+
+def _select_cell(at, i: int, j: int, k: int = 7) -> None:
+    """What the frontend sends when a confusion-matrix cell is clicked (see test_dashboard_apptest)."""
+    from streamlit.typing import PlotlyState
+
+    from fer_core.labels import EMOTIONS
+
+    at.session_state["err_cm"] = PlotlyState({"selection": {
+        "points": [{"curve_number": 1, "point_number": i * k + j, "point_index": i * k + j,
+                    "x": EMOTIONS[j], "y": EMOTIONS[i]}],
+        "point_indices": [i * k + j], "box": [], "lasso": []}})
+
+
+def _populated_cell(run: Path) -> tuple[int, int, int]:
+    with np.load(run / "eval" / "test.npz") as z:
+        labels, preds = z["label"], z["pred"]
+    cm = np.bincount(labels * 7 + preds, minlength=49).reshape(7, 7)
+    i, j = np.unravel_index(int(cm.argmax()), cm.shape)
+    return int(i), int(j), int(cm[i, j])
+
+
+def _gallery(at) -> list[str]:
+    """Captions of the gallery's images (the colour bar is outside the gallery container)."""
+    return at.container(key="err_gal_faces").image[0].captions
+
+
+def test_errors_gallery_explain_faces(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Errors page's opt-in overlays: every gallery face gets its map (predicted class) under
+    it, from ONE batched explain call for the page, on one colour scale shared by the page."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from dashboard import components, resources
+    from fer_core.labels import EMOTIONS
+
+    calls: list[tuple[str, tuple[int, ...], int]] = []
+    overlays: list[list[tuple[int, ...]]] = []
+    real_maps, real_over = resources.explain_maps, components.faces_over_maps
+
+    def spy_maps(run, stamp, method, opts_items, key, targets, faces_u8, *a, **kw):
+        calls.append((method, tuple(targets), len(faces_u8)))
+        return real_maps(run, stamp, method, opts_items, key, targets, faces_u8, *a, **kw)
+
+    def spy_over(faces_u8, maps, limits, **kw):
+        out = real_over(faces_u8, maps, limits, **kw)
+        overlays.append([im.shape for im in out])
+        assert np.allclose(limits, limits[0])                      # one scale for the page
+        return out
+
+    monkeypatch.setattr(resources, "explain_maps", spy_maps)
+    monkeypatch.setattr(components, "faces_over_maps", spy_over)
+
+    i, j, n = _populated_cell(env / "tiny")
+    with np.load(env / "tiny" / "eval" / "test.npz") as z:
+        assert int(((z["label"] == i) & (z["pred"] == j)).sum()) == n
+    at = _app(tmp_path, "errors").run()
+    _ok(at)
+    _select_cell(at, i, j)
+    at.run()
+    _ok(at)
+    assert f"true **{EMOTIONS[i]}** → predicted **{EMOTIONS[j]}**: {n} faces" in _texts(at)
+    assert at.toggle(key="err_gal_xp").value is False          # opt-in: off by default
+    before = _gallery(at)
+    assert len(before) == min(36, n) and not any("map [" in c for c in before)
+    assert not calls
+
+    at.toggle(key="err_gal_xp").set_value(True).run()
+    _ok(at)
+    assert at.selectbox(key="err_gal_xp_method").value == "saliency"
+    shown = _gallery(at)
+    assert len(shown) == min(36, n) and all("map [" in c for c in shown)   # each face: its map's range
+    assert calls == [("saliency", tuple([j] * len(shown)), len(shown))]    # one batched call, pred class
+    assert overlays[-1] == [(48 + 2 + 48, 48, 3)] * len(shown)            # face over its overlay
+    bar = [c for im in at.image for c in im.captions if "one colour scale" in c]   # the colour bar
+    assert len(bar) == 1 and "Saliency" in bar[0] and "values range" in bar[0]
+
+    at.selectbox(key="err_gal_xp_method").set_value("integrated_gradients").run()
+    _ok(at)
+    assert calls[-1][0] == "integrated_gradients" and len(calls) == 2
+    assert any(c.startswith("Integrated Gradients") for im in at.image for c in im.captions)
+    assert all("map [" in c for c in _gallery(at))
+
+
+def test_errors_gallery_explain_faces_without_a_model(run_root: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint that cannot be loaded: a plain warning, the faces still shown, no traceback."""
+    import shutil
+
+    root = tmp_path / "runs"
+    shutil.copytree(run_root / "tiny", root / "tiny")
+    (root / "tiny" / "best.pt").write_bytes(b"not a checkpoint")
+    monkeypatch.setenv("FER_RUNS", str(root))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    i, j, n = _populated_cell(root / "tiny")
+    at = _app(tmp_path, "errors").run()
+    _select_cell(at, i, j)
+    at.session_state["err_gal_xp"] = True
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("could not be loaded" in w.value for w in at.warning)
+    shown = _gallery(at)
+    assert len(shown) == min(36, n) and not any("map [" in c for c in shown)
+
+
+def test_model_pages_take_the_run_from_the_url(run_root: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``?run=<folder name>`` opens the Explain/Filters pages on that run (README screenshots use it)."""
+    import shutil
+
+    root = tmp_path / "runs"
+    for name in ("a-first", "b-second"):
+        shutil.copytree(run_root / "tiny", root / name)
+    monkeypatch.setenv("FER_RUNS", str(root))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    for page, key in (("filters", "fv_run"), ("explain", "xp_run")):
+        at = _app(tmp_path, page).run()
+        _ok(at)
+        assert at.selectbox(key=key).value == str(root / "a-first")
+        at = _app(tmp_path, page)
+        at.query_params["run"] = "b-second"
+        at.run()
+        _ok(at)
+        assert at.selectbox(key=key).value == str(root / "b-second")

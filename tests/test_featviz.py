@@ -65,6 +65,76 @@ def test_own_channel_conv_matches_the_full_layer(model: nn.Module) -> None:
         torch.testing.assert_close(own, full, rtol=1e-5, atol=1e-5)
 
 
+def _random_bn(m: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine BN parameters (a fresh model's BN is the identity)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for bn in m.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                c = bn.num_features
+                bn.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
+                bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                bn.weight.copy_(torch.randn(c, generator=g) * 0.5 + 1)   # some negative scales
+                bn.bias.copy_(torch.randn(c, generator=g) * 0.2)
+    return m
+
+
+@pytest.mark.parametrize("name, kw, layers", [
+    ("cnn4", {"channels": (8, 8, 8, 8), "fc": 16}, ("features.conv1", LAYER, "features.conv3")),
+    ("cnn3", {"channels": (8, 8, 8)}, ("features.conv2", "features.conv3")),
+    ("vgg", {"width": (4, 4, 4, 4), "fc": 8}, ("features.stage1.conv2", "features.stage2.conv1")),
+])
+def test_fast_objective_matches_the_model(name: str, kw: dict, layers: tuple) -> None:
+    """The compiled prefix (BN folded into the conv, max-pool before the activation, the thin stem
+    conv as a matmul) plus the conv-mean shortcut give the model's own objective and gradient."""
+    torch.manual_seed(0)
+    m = _random_bn(create_model(name, **kw).eval())
+    x = PRE(torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8)).requires_grad_(True)
+    filt = torch.tensor([3, 0, 2, 3])
+    with fv.model_guard(m):
+        for layer in layers:
+            conv = m.get_submodule(layer)
+            prefix = fv._compiled_prefix(m, layer, x.detach()[:2])
+            assert prefix is not None, layer
+            ref = fv._own_channel_conv(conv, fv._run(m, layer, x, inputs=True), filt).flatten(1).mean(1)
+            (g_ref,) = torch.autograd.grad(ref.sum(), x)
+            got = fv._conv_mean(conv, prefix(x), filt)
+            (g_got,) = torch.autograd.grad(got.sum(), x)
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(g_got, g_ref, rtol=1e-4, atol=1e-6 * float(g_ref.abs().max()))
+
+
+def test_prefix_not_compiled_when_the_forward_is_not_the_chain() -> None:
+    class Inverted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                          nn.Conv2d(4, 4, 3, padding=1))
+            self.feature_layers, self.input_size = ("features.3",), 48
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.features(1.0 - x)          # the chain alone is a different function
+
+    torch.manual_seed(0)
+    m = Inverted().eval()
+    probe = torch.rand(2, 1, 48, 48)
+    with fv.model_guard(m):
+        assert fv._compiled_prefix(m, "features.3", probe) is None
+    res = fv.visualize_filters(m, "features.3", mode="naive", steps=3)
+    M = fv.activation_matrix(m, "features.3", res.pixels, res.filters)
+    np.testing.assert_allclose(np.diag(M), res.activations, rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_step_equals_one_pass(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model runs CHUNK images at a time inside a step; the result does not depend on CHUNK."""
+    runs = {}
+    for chunk in (3, 100):
+        monkeypatch.setattr(fv, "CHUNK", chunk)
+        runs[chunk] = fv.visualize_filters(model, LAYER, mode="regularized", steps=4, preprocess=PRE, l2=0.1)
+    np.testing.assert_allclose(runs[3].pixels, runs[100].pixels, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(runs[3].activations, runs[100].activations, rtol=1e-5, atol=1e-6)
+
+
 def test_model_left_as_found_also_on_error(model: nn.Module) -> None:
     model.train()
     model.features.bn1.eval()

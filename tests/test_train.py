@@ -125,6 +125,35 @@ def test_augment_is_per_image(preset):
     assert out.min() >= 0 and out.max() <= 1
 
 
+def test_augment_geometry_is_exact():
+    """The hand-written warp: no-op maps copy exactly, a forced flip is torch.flip, a pure shift
+    moves a dot by the drawn amount, erasing blanks a box and colour jitter keeps [0, 1]."""
+    from fer_core.augment import AugSpec, BatchAugment
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 48, 48)
+    assert torch.equal(BatchAugment(AugSpec(p_flip=0, p_affine=0))(x), x)
+    assert torch.equal(BatchAugment(AugSpec(p_flip=1, p_affine=0))(x), x.flip(-1))
+    dot = torch.zeros(1, 1, 48, 48)
+    dot[0, 0, 20, 10] = 1.0
+    shift = BatchAugment(AugSpec(p_flip=0, p_affine=1, degrees=0, scale=(1, 1), translate=0.1))
+    torch.manual_seed(1)
+    maps = shift.inverse_maps(1, 48, 48)
+    torch.manual_seed(1)
+    out = shift(dot)
+    dx, dy = -maps[0, 0, 2], -maps[0, 1, 2]          # inverse map of a translation is -t
+    assert abs(dx) <= 4.8 + 1e-9 and abs(dy) <= 4.8 + 1e-9
+    cy, cx = (out[0, 0] * torch.arange(48.0)[:, None]).sum() / out.sum(), \
+        (out[0, 0] * torch.arange(48.0)[None, :]).sum() / out.sum()
+    # OpenCV interpolates with 1/32-pixel fixed-point weights: exact to ~0.02 px
+    assert abs(float(cx) - (10 + dx)) < 0.02 and abs(float(cy) - (20 + dy)) < 0.02
+    erase = BatchAugment(AugSpec(p_flip=0, p_affine=0, p_erase=1))(torch.ones(8, 1, 48, 48))
+    frac = (erase == 0).float().mean(dim=(1, 2, 3))
+    assert ((frac >= 0.015) & (frac <= 0.25)).all(), frac
+    jit = BatchAugment(AugSpec(p_flip=0, p_affine=0, p_color=1))(x)
+    assert not torch.equal(jit, x) and jit.min() >= 0 and jit.max() <= 1
+
+
 def test_augment_none_is_identity():
     x = torch.rand(8, 1, 48, 48)
     assert torch.equal(build_augment("none")(x), x)

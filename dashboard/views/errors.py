@@ -9,10 +9,17 @@ cell (true=i, pred=j) opens a gallery of exactly those faces, sortable by confid
 
 Predictions come from the run's ``eval/<split>.npz`` (or are computed once and cached); faces come
 from the run's own data spec (SynthFER regenerates anywhere) or the user's FER2013 copy.
+
+"Explain faces" (opt-in, off by default so browsing a cell stays instant) puts each gallery face's
+attribution map for its *predicted* class under it: the same Captum maps as the Explain page, from
+the same cached helper, one batched call per page of faces, on one colour scale shared by the page
+so the faces can be compared (a per-face scale would make every map look equally confident).
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +29,8 @@ import streamlit as st
 
 from dashboard import components, resources
 from dashboard.resources import DataUnavailable
+from fer_core.checkpoint import CheckpointError
+from fer_core.explain.attribution import METHODS, color_limits
 from fer_core.gallery import (cell_from_selection, cell_positions, comparable, default_cell,
                               difference_matrix, flip_positions, row_normalize)
 from fer_core.runs import RunError, RunInfo
@@ -31,6 +40,13 @@ CM_HEIGHT = 560
 CM_MARGIN = dict(l=10, r=10, t=40, b=70)
 MARKER_CURVE = 1  # trace number of the invisible cell markers (the heatmap is 0)
 SPLITS = ("test", "val", "train")
+# Overlays in the gallery: attribution maps are heavy-tailed (a few pixels carry most of the
+# magnitude), so a shared scale set by the single largest value leaves almost every overlay
+# invisible. The top of the scale is the 98th percentile of the page's magnitudes instead
+# (Captum's visualize_image_attr default, outlier_perc=2), and the map is blended more strongly
+# than the Explain page's optional overlay since the plain face is shown right above it.
+OVERLAY_PERCENTILE = 98.0
+OVERLAY_ALPHA = 0.85
 
 
 # --------------------------------------------------------------------------- figures
@@ -117,17 +133,79 @@ def selected_cell(classes: Sequence[str]) -> tuple[int, int] | None:
     return cell_from_selection(sel, classes, curve_number=MARKER_CURVE)
 
 
+def explain_controls(key: str) -> str | None:
+    """The opt-in "Explain faces" toggle and its method picker; the chosen method, or None when off."""
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        on = st.toggle("Explain faces", key=f"{key}_xp",
+                       help="Show each face's attribution map for its predicted class under it "
+                            "(the Explain page's maps, one batched computation per page of faces).")
+    if not on:
+        return None
+    with c2:
+        return str(st.selectbox("Attribution method", list(METHODS), format_func=lambda m: METHODS[m].label,
+                                key=f"{key}_xp_method"))
+
+
+def attribution_decorator(run: Path, method: str, bundle: dict[str, Any]) -> components.Decorator | None:
+    """A gallery decorator that puts each face's ``method`` map (predicted class) under it.
+
+    Returns None, with a plain warning, when the run's model cannot be loaded: the gallery then
+    shows the faces alone. The maps come from :func:`dashboard.resources.explain_maps` (one batched
+    ``explain`` call per page, cached by the page's pixels and targets) with the method's default
+    options; the Explain page has the knobs.
+    """
+    try:
+        em = resources.explain_model(run)
+    except (CheckpointError, RunError, RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
+        st.warning(f"Cannot explain these faces: the run's model could not be loaded ({exc}). "
+                   "The faces are shown without maps.")
+        return None
+    spec = METHODS[method]
+    for note in resources.explain_notes(str(run), em.stamp, method, None):
+        st.caption(note)
+
+    def decorate(faces_u8: np.ndarray, shown: np.ndarray) -> tuple[list[np.ndarray], list[str]] | None:
+        targets = tuple(int(t) for t in np.asarray(bundle["pred"])[shown])
+        key = "err:" + hashlib.sha1(np.ascontiguousarray(faces_u8).tobytes()).hexdigest()
+        try:
+            maps = resources.explain_maps(str(run), em.stamp, method, (), key, targets, faces_u8)
+        except (RuntimeError, ValueError) as exc:
+            st.warning(f"{spec.label} failed on these faces ({exc}); showing the faces only.")
+            return None
+        lim = color_limits(maps, shared=True, signed=spec.signed, percentile=OVERLAY_PERCENTILE)
+        components.colorbar(float(lim[0, 0]), float(lim[0, 1]), spec.signed,
+                            f"{spec.label} for each face's predicted class, one colour scale for the "
+                            f"{len(maps)} faces on this page, in raw attribution units (values range "
+                            f"{float(maps.min()):.3g} … {float(maps.max()):.3g}; the top "
+                            f"{100 - OVERLAY_PERCENTILE:g}% of magnitudes are drawn at full colour)")
+        images = components.faces_over_maps(faces_u8, maps, lim, signed=spec.signed, alpha=OVERLAY_ALPHA)
+        return images, [f"map [{float(m.min()):.2g}, {float(m.max()):.2g}]" for m in maps]
+
+    return decorate
+
+
 def cell_gallery(bundle: dict[str, Any], faces: Any, face_index: np.ndarray | None,
-                 classes: Sequence[str], cell: tuple[int, int], *, synthetic: bool, run_key: str) -> list[int]:
-    """The gallery of one confusion cell; returns the positions shown (used by tests and bench)."""
+                 classes: Sequence[str], cell: tuple[int, int], *, synthetic: bool, run_key: str,
+                 run: Path | None = None) -> list[int]:
+    """The gallery of one confusion cell; returns the positions shown (used by tests and bench).
+
+    With ``run`` (whose checkpoint explains the faces) and the faces at hand, an "Explain faces"
+    toggle adds each face's attribution overlay under it.
+    """
     i, j = cell
     pos = cell_positions(bundle["label"], bundle["pred"], i, j)
     kind = "correctly classified" if i == j else "misclassified"
     st.markdown(f"#### true **{classes[i]}** → predicted **{classes[j]}**: {len(pos)} faces ({kind})"
                 + (" · *synthetic (SynthFER)*" if synthetic else ""))
+    decorate = None
+    if run is not None and faces is not None and face_index is not None and len(pos):
+        method = explain_controls("err_gal")
+        if method is not None:
+            decorate = attribution_decorator(Path(run), method, bundle)
     return components.face_gallery(key="err_gal", positions=pos, bundle=bundle, faces=faces,
                                    face_index=face_index, classes=classes, synthetic=synthetic,
-                                   reset_token=(run_key, i, j))
+                                   reset_token=(run_key, i, j), decorate=decorate)
 
 
 # --------------------------------------------------------------------------- sections
@@ -300,7 +378,7 @@ def matrix_section(info: RunInfo, split: str, bundle: dict[str, Any] | None, cm:
         st.caption("Showing the most frequent confusion — click any cell of the matrix to browse "
                    "its faces (diagonal cells: the correctly classified ones).")
     cell_gallery(bundle, faces, face_index, classes, cell, synthetic=synthetic,
-                 run_key=f"{info.path}|{split}")
+                 run_key=f"{info.path}|{split}", run=info.path)
 
 
 if __name__ == "__main__":

@@ -228,15 +228,6 @@ def pick_targets(faces: Faces, classes: Sequence[str]) -> tuple[np.ndarray, np.n
 
 
 # --------------------------------------------------------------------------- drawing
-def colorbar(lo: float, hi: float, signed: bool, title: str) -> None:
-    """A colour bar drawn with the same colouring as the maps (so the two can never disagree)."""
-    ramp = np.linspace(lo, hi, 512)[None].repeat(14, 0)
-    strip = colorize(ramp, np.array([[lo, hi]]), signed=signed)
-    ticks = np.linspace(lo, hi, 5)
-    st.image(strip, width="stretch", caption=f"{title}: " + "  ·  ".join(f"{t:.3g}" for t in ticks)
-             + (" (white = 0, red > 0, blue < 0)" if signed else " (dark = low, bright = high)"))
-
-
 def tiles(faces: Faces, maps_list: list[np.ndarray], limits_list: list[np.ndarray], signed: bool,
           headers: list[str], classes: Sequence[str], overlay: bool, extra: list[str] | None = None) -> None:
     """One tile per face: the face, then each map (coloured with its limits), side by side."""
@@ -366,7 +357,8 @@ def cell_means_section(info: RunInfo, em: rx.ExplainModel, ctx: dict[str, Any], 
                      + ", ".join(classes) + ". Each cell: mean face | mean map; blank = no faces.")
     counts = {f"{classes[r.true]}→{classes[r.pred]}": r.count for r in res if r.count}
     st.caption("Faces per cell: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
-    colorbar(float(lims[0][0]), float(lims[0][1]), signed, "Shared scale of the mean maps (max |value| 1 per face)")
+    components.colorbar(float(lims[0][0]), float(lims[0][1]), signed,
+                        "Shared scale of the mean maps (max |value| 1 per face)")
 
 
 # --------------------------------------------------------------------------- page
@@ -432,7 +424,8 @@ def main() -> None:
                     + ("true class" if (faces.labels >= 0).all() else "chosen class")
                     + " (“why this and not that?”)")
     if shared:
-        colorbar(float(lim_all[0, 0]), float(lim_all[0, 1]), signed, "Shared colour scale (raw attribution units)")
+        components.colorbar(float(lim_all[0, 0]), float(lim_all[0, 1]), signed,
+                            "Shared colour scale (raw attribution units)")
     else:
         st.caption("Per-image colour scale: each map spans its own range (shown under it); "
                    + ("white = 0, red > 0, blue < 0." if signed else "dark = low, bright = high."))

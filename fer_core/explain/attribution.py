@@ -394,16 +394,31 @@ def layer_table(model: nn.Module, input_size: int | None = None, in_chans: int =
 
 
 # --------------------------------------------------------------------------- colour scales
-def color_limits(maps: np.ndarray, *, shared: bool, signed: bool) -> np.ndarray:
+def color_limits(maps: np.ndarray, *, shared: bool, signed: bool,
+                 percentile: float | None = None) -> np.ndarray:
     """``(vmin, vmax)`` per map (``N×2``): per image, or one range shared by all maps.
 
     Signed maps get a symmetric range around 0 (a diverging scale); unsigned ones ``[min, max]``.
+    ``percentile`` (e.g. 98) puts the top of the range at that percentile of the magnitudes
+    (over each map, or over all of them when shared) instead of the maximum, so a few extreme
+    pixels do not wash out every other map on a shared scale; larger values are shown at full
+    colour. Captum's ``visualize_image_attr`` does the same by default (``outlier_perc=2``).
     """
     m = np.asarray(maps, dtype=np.float64)
     if m.ndim == 2:
         m = m[None]
     flat = m.reshape(len(m), -1)
-    if signed:
+    if percentile is not None and flat.size:
+        q = float(percentile)
+        if signed:
+            a = np.abs(flat)
+            top = np.full(len(m), np.percentile(a, q)) if shared else np.percentile(a, q, axis=1)
+            lim = np.stack([-top, top], 1)
+        else:
+            top = np.full(len(m), np.percentile(flat, q)) if shared else np.percentile(flat, q, axis=1)
+            lo = np.full(len(m), flat.min()) if shared else flat.min(1)
+            lim = np.stack([lo, np.maximum(top, lo)], 1)
+    elif signed:
         a = np.abs(flat).max(1) if flat.size else np.zeros(len(m))
         lim = np.stack([-a, a], 1)
     else:
