@@ -71,7 +71,7 @@ def main() -> None:
     for _ in range(3):
         step(m, o, xb, y[:a.batch_size])
 
-    # (1) our pipeline: the real train_one_epoch (index batches, kornia per-image aug, preprocess)
+    # (1) our pipeline: the real train_one_epoch (index batches, per-image augmentation, preprocess)
     m, o = fresh()
     t = time.perf_counter()
     train_one_epoch(m, x, y, cfg=cfg, preprocess=pre, augment=build_augment(a.aug), optimizer=o,

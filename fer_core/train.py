@@ -6,8 +6,8 @@ checkpoint so the run can be rebuilt from it alone).
 
 Why no DataLoader: FER faces are tiny (a whole FER2013 is ~80 MB as uint8), so the training set
 lives in memory as one tensor and batches are index slices; augmentation runs batched on tensors
-(:mod:`fer_core.augment`). That keeps the input pipeline at a few percent of model compute on a
-2-core CPU, where per-sample PIL transforms would dominate.
+(:mod:`fer_core.augment`). That keeps the input pipeline within ~10% of model compute on a
+2-core CPU (bench/train_throughput.py).
 
 Reproducibility: every epoch's shuffling, augmentation and dropout draw from RNGs seeded by
 ``(seed, epoch)``, so a resumed run continues exactly as an uninterrupted one would and the same
@@ -204,7 +204,7 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
     model.train()
     seed = _epoch_seed(cfg.seed, epoch)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed + 1)  # dropout + kornia's per-image augmentation parameters
+    torch.manual_seed(seed + 1)  # dropout + the per-image augmentation parameters
     perm = torch.randperm(len(x), generator=gen)
     if dist.enabled:  # equal-length shards so every rank runs the same number of steps
         per = len(perm) // dist.world
