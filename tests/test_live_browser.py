@@ -145,9 +145,20 @@ def test_snapshot_in_chromium(tmp_path):
             page.set_default_timeout(WAIT_S * 1000)
             page.goto(url)
             page.get_by_role("tab", name="Snapshot").click()
+            # Take the photo only once the fake camera is streaming: clicked earlier (a cold start
+            # on a busy machine), st.camera_input captures a blank frame and no face is found.
+            page.wait_for_function("""() => [...document.querySelectorAll('video')].some(
+                v => v.videoWidth > 0 && v.readyState >= 2 && v.currentTime > 0.5)""")
             page.get_by_role("button", name=re.compile("Take Photo", re.I)).click()
-            page.get_by_text("Face #1").first.wait_for()
-            page.get_by_text("model input 48×48").first.wait_for()   # the crop the model saw
+            try:
+                page.get_by_text("Face #1").first.wait_for()
+                page.get_by_text("model input 48×48").first.wait_for()   # the crop the model saw
+            except Exception:
+                art = ROOT / "tests" / "artifacts"
+                art.mkdir(exist_ok=True)
+                page.screenshot(path=str(art / "snapshot_failure.png"), full_page=True)
+                raise AssertionError("no face shown after the snapshot; page text:\n"
+                                     + page.inner_text("body")[-1500:]) from None
             body = page.inner_text("body")
             assert "snapshot" in body and "face(s)" in body and "→" in body
         finally:
