@@ -23,7 +23,7 @@ MAIN = ROOT / "checkpoints" / "fer2013-vgg"
 def test_fer2013_runs_are_shipped():
     assert MAIN.is_dir(), "checkpoints/fer2013-vgg is the project's real-data model"
     names = {p.name for p in SHIPPED}
-    assert {"fer2013-cnn4-plain", "fer2013-cnn4-norm", "fer2013-cnn4-aug"} <= names
+    assert {"fer2013-cnn4-plain", "fer2013-cnn4-norm", "fer2013-cnn4-aug", "fer2013-cnn4-aug-ls"} <= names
 
 
 @pytest.mark.parametrize("run", SHIPPED, ids=[p.name for p in SHIPPED])
