@@ -280,3 +280,16 @@ def faces_over_maps(faces_u8: np.ndarray, maps: np.ndarray, limits: np.ndarray, 
     over = colorize(maps, limits, signed=signed, faces=faces_u8, alpha=alpha)
     sep = np.full((gap, faces_u8.shape[-1], 3), 255, np.uint8)
     return [np.concatenate([np.repeat(f[..., None], 3, -1), sep, o], 0) for f, o in zip(faces_u8, over)]
+
+
+def explain_model_or_error(info: RunInfo) -> Any | None:
+    """The run's cached explain model, or None after showing why it cannot be loaded (the model
+    pages stop there instead of showing a traceback)."""
+    from fer_core.checkpoint import CheckpointError
+    from fer_core.runs import RunError
+
+    try:
+        return resources.explain_model(info.path)
+    except (CheckpointError, RunError, RuntimeError, ValueError) as exc:
+        st.error(f"Cannot load the model of {info.label}: {exc}")
+        return None

@@ -22,10 +22,9 @@ from plotly.subplots import make_subplots
 from dashboard import components, resources
 from dashboard import resources as rx
 from dashboard.resources import DataUnavailable
-from fer_core.checkpoint import CheckpointError
 from fer_core.explain.attribution import BASELINES, METHODS, color_limits, colorize, image_to_face
 from fer_core.gallery import cell_positions, default_cell, page_bounds, upscale
-from fer_core.runs import RunError, RunInfo
+from fer_core.runs import RunInfo
 
 PER_PAGE = 24
 ZOOM = 3
@@ -369,10 +368,8 @@ def main() -> None:
     info = components.pick_model_run("xp_run")
     if info is None:
         return
-    try:
-        em = rx.explain_model(info.path)
-    except (CheckpointError, RunError, RuntimeError, ValueError) as exc:
-        st.error(f"Cannot load the model of {info.label}: {exc}")
+    em = components.explain_model_or_error(info)
+    if em is None:
         return
     classes = resources.classes_of(info.config)
     synthetic = info.synthetic

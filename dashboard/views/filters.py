@@ -23,11 +23,10 @@ import streamlit as st
 from dashboard import components, resources
 from dashboard import resources as rx
 from dashboard.resources import DataUnavailable
-from fer_core.checkpoint import CheckpointError
 from fer_core.explain.attribution import color_limits, colorize, image_to_face
 from fer_core.explain.featviz import DEFAULTS, MODES, parse_filters
 from fer_core.gallery import upscale
-from fer_core.runs import RunError, RunInfo
+from fer_core.runs import RunInfo
 
 ZOOM = 2
 GRID = 8
@@ -178,10 +177,8 @@ def main() -> None:
     info = components.pick_model_run("fv_run")
     if info is None:
         return
-    try:
-        em = rx.explain_model(info.path)
-    except (CheckpointError, RunError, RuntimeError, ValueError) as exc:
-        st.error(f"Cannot load the model of {info.label}: {exc}")
+    em = components.explain_model_or_error(info)
+    if em is None:
         return
     layers = rx.featviz_layers(str(info.path), em.stamp)
     if not layers:
