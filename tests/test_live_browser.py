@@ -149,7 +149,14 @@ def test_snapshot_in_chromium(tmp_path):
             # on a busy machine), st.camera_input captures a blank frame and no face is found.
             page.wait_for_function("""() => [...document.querySelectorAll('video')].some(
                 v => v.videoWidth > 0 && v.readyState >= 2 && v.currentTime > 0.5)""")
-            page.get_by_role("button", name=re.compile("Take Photo", re.I)).click()
+            for attempt in range(3):  # a click during the widget's re-render can be dropped: retry
+                page.get_by_role("button", name=re.compile("Take Photo", re.I)).click()
+                try:
+                    page.get_by_role("button", name=re.compile("Clear photo", re.I)).wait_for(timeout=30_000)
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
             try:
                 page.get_by_text("Face #1").first.wait_for()
                 page.get_by_text("model input 48×48").first.wait_for()   # the crop the model saw
