@@ -9,13 +9,15 @@ Two paths over the same frames, in one process:
 
 * **live** -- :class:`fer_core.predictor.LiveProcessor` as the dashboard runs it: Haar detection on
   a copy downscaled to ``--detect-side`` px, only every ``--detect-every``-th frame, IoU tracking in
-  between, classification + smoothing + drawing (boxes, labels, bars, latency text) every frame;
-* **naive** -- full-resolution Haar detection on every frame, then the same crop/classify/draw.
+  between, classification (``--backend``, default ONNX Runtime) + smoothing + drawing (boxes,
+  labels, bars, latency text) every frame;
+* **naive** -- full-resolution Haar detection on every frame, then ``Predictor.predict`` (PyTorch
+  fp32, the upload path) and the same drawing.
 
 ``--recall`` instead measures the detector's recall on the real faces available offline.
 
 Last line: ``live: fps=… detect=…ms preprocess=…ms classify=…ms draw=…ms classify_share=…% naive_fps=… speedup=…x
-cpu_fps=… cpu_naive_fps=…`` (ms are wall-clock means per frame; ``detect`` is amortised over the
+cpu_fps=… cpu_naive_fps=… backend=…`` (ms are wall-clock means per frame; ``detect`` is amortised over the
 frames that skip detection; ``cpu_fps`` counts the thread's CPU time instead of wall time, i.e. the
 rate when a core is free -- wall time is inflated whenever other jobs share the cores).
 """
@@ -214,6 +216,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and OpenCV threads (default 1: one small face per frame gains nothing from "
                          "intra-op threads, and their spin-waits collapse when other jobs share the cores)")
+    ap.add_argument("--backend", default="auto", help="classifier backend for the live path: auto "
+                    "(Predictor.live_backend: ONNX Runtime when installed), torch, torch-bf16 or onnx")
     ap.add_argument("--recall", action="store_true", help="measure detector recall (Haar cascades, MTCNN if installed) on real faces instead")
     a = ap.parse_args()
     if a.recall:
@@ -240,7 +244,10 @@ def main() -> None:
         run = tiny_run(Path(tmp.name))
     predictor = Predictor(run)
     frames = make_frames(a.frames + a.warmup)
-    settings = LiveSettings(detect_every=a.detect_every, detect_side=a.detect_side, bars=True, readout=True)
+    settings = LiveSettings(detect_every=a.detect_every, detect_side=a.detect_side, bars=True, readout=True,
+                            backend=a.backend)
+    backend = predictor.live_backend if a.backend == "auto" else a.backend
+    predictor.classify(predictor.model_inputs([frames[0][:48, :48, 0]])[0], backend)  # build it before timing
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
     live, live_faces, live_cpu = run_live(predictor, frames, settings, a.warmup)
@@ -250,7 +257,7 @@ def main() -> None:
     naive_total = sum(naive.values())
     fps, naive_fps = 1e3 / total, 1e3 / naive_total
     print(f"run {run} ({predictor.config.get('model')}), {a.frames} frames 640x480 after {a.warmup} warm-up, "
-          f"threads={a.threads}, detect every {a.detect_every} frame(s) at {a.detect_side}px, "
+          f"threads={a.threads}, classifier {backend}, detect every {a.detect_every} frame(s) at {a.detect_side}px, "
           f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} (other jobs share these cores), {wall:.0f}s")
     print(f"faces per frame: live {live_faces:.2f}, naive {naive_faces:.2f}")
     print(f"CPU time per frame (this thread; what the frame costs when a core is free): live {live_cpu:.2f}ms "
@@ -259,7 +266,8 @@ def main() -> None:
     print(f"live: fps={fps:.1f} detect={live['detect']:.2f}ms preprocess={live['preprocess']:.2f}ms "
           f"classify={live['classify']:.2f}ms draw={live['draw']:.2f}ms "
           f"classify_share={100 * live['classify'] / total:.1f}% naive_fps={naive_fps:.1f} "
-          f"speedup={naive_total / total:.1f}x cpu_fps={1e3 / live_cpu:.1f} cpu_naive_fps={1e3 / naive_cpu:.1f}")
+          f"speedup={naive_total / total:.1f}x cpu_fps={1e3 / live_cpu:.1f} cpu_naive_fps={1e3 / naive_cpu:.1f} "
+          f"backend={backend}")
     if tmp is not None:
         tmp.cleanup()
 

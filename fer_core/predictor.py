@@ -17,7 +17,9 @@ the pixels the model sees.
 Per-stream state (face tracks, smoothing, frame counters) lives in :class:`LiveProcessor`, one
 per video stream, never in the Predictor. Why the live path is fast enough on two cores: faces are
 detected on a downscaled frame and only every ``detect_every``-th frame; in between, the tracked
-boxes are reused (faces move a few pixels between frames) and only the cheap classifier runs.
+boxes are reused (faces move a few pixels between frames) and only the cheap classifier runs --
+by default through ONNX Runtime (:mod:`fer_core.onnx_runtime`: as exact as PyTorch, ~2x cheaper per
+small call), falling back to PyTorch when it is not installed or the model does not export.
 Tracks are matched between detections by IoU, and each track smooths its probabilities (EMA or a
 moving window) so labels do not flicker. ``bench/live.py`` measures all of it.
 """
@@ -45,6 +47,9 @@ from fer_core.faces import (Box, Detector, ImageError, create_detector, crop_fac
 from fer_core.labels import EMOTIONS
 
 NO_FACE = "no face found"
+
+# Classification backends (Predictor.classify): the PyTorch reference, PyTorch in bfloat16, ONNX Runtime.
+BACKENDS = ("torch", "torch-bf16", "onnx")
 
 # One colour per emotion (RGB), in EMOTIONS order: boxes, labels and bars use the face's top class.
 EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
@@ -116,18 +121,20 @@ class Predictor:
         self._lock = threading.Lock()
         self._detectors: dict[str, Detector] = {self.detector.name: self.detector}
         self._infer: dict[str, torch.nn.Module] = {}
+        self._onnx_tried = False
+        self._onnx_clf: Any = None
+        self._onnx_error: str | None = None
 
     # ---- the inference copies ------------------------------------------------------------------
     def _inference_model(self, precision: str) -> torch.nn.Module:
-        """A frozen copy of the model made for batch-1 CPU inference (built once, under the lock).
+        """A frozen PyTorch copy of the model made for batch-1 CPU inference (built once, under the lock).
 
         Why a copy: ``self.model`` stays the plain eval-mode module that attribution hooks into
         (Grad-CAM layers keep their names and meaning). The copy has BatchNorm folded into the
         preceding convolutions (``torch.fx`` fusion: the same function with fewer ops) and
         channels-last weights, which oneDNN runs ~1.7x faster at 48x48 than NCHW. ``"bf16"``
         also casts the weights to bfloat16 -- about 1.6x faster again on CPUs with native bf16
-        (AVX512-BF16/AMX), within ~1e-2 of the fp32 probabilities; used for live video, where
-        a label is redrawn 30 times a second, never for the exact figures of ``predict``.
+        (AVX512-BF16/AMX), within ~1e-2 of the fp32 probabilities.
         """
         if precision not in self._infer:
             import copy
@@ -146,12 +153,41 @@ class Predictor:
             self._infer[precision] = m
         return self._infer[precision]
 
-    @functools.cached_property
-    def fast_precision(self) -> str:
-        """``"bf16"`` where this CPU computes bfloat16 natively, else ``"fp32"``."""
+    def _onnx(self) -> Any:
+        """The run's :class:`~fer_core.onnx_runtime.OnnxClassifier`, built once (None + a reason if it can't be)."""
+        if self._onnx_tried:              # settled: no lock on the per-frame path
+            return self._onnx_clf
+        with self._lock:
+            if not self._onnx_tried:
+                from fer_core.onnx_runtime import OnnxClassifier, OnnxUnavailable
+
+                if self.device.type != "cpu":
+                    self._onnx_error = "ONNX Runtime serves CPU models only here"
+                else:
+                    try:
+                        # Preprocess always yields 1-channel faces (N×1×S×S)
+                        self._onnx_clf = OnnxClassifier(self.model, self.preprocess.size)
+                    except OnnxUnavailable as exc:
+                        self._onnx_error = str(exc)
+                self._onnx_tried = True   # last: lock-free readers then see the finished result
+            return self._onnx_clf
+
+    def backend_status(self) -> dict[str, str | None]:
+        """Each classification backend -> None when usable here, else why not (builds the ONNX session)."""
         from fer_core.train import cpu_bf16_supported
 
-        return "bf16" if self.device.type == "cpu" and cpu_bf16_supported() else "fp32"
+        self._onnx()
+        return {"torch": None,
+                "torch-bf16": None if self.device.type == "cpu" and cpu_bf16_supported()
+                else "this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 would be slower than fp32",
+                "onnx": self._onnx_error}
+
+    @functools.cached_property
+    def live_backend(self) -> str:
+        """The fastest backend usable here for live frames: ``"onnx"`` (exact, fastest), else
+        ``"torch-bf16"`` where the CPU has native bfloat16, else ``"torch"``."""
+        status = self.backend_status()
+        return next(b for b in ("onnx", "torch-bf16", "torch") if status[b] is None)
 
     # ---- pieces (each usable alone) ------------------------------------------------------------
     def get_detector(self, detector: str | Detector | None = None) -> Detector:
@@ -182,16 +218,24 @@ class Predictor:
         seen = (u[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
         return self.preprocess.standardize(u).to(self.device), seen
 
-    def classify(self, x: torch.Tensor, precision: str = "fp32") -> np.ndarray:
-        """Model input N×1×S×S -> probabilities N×C (eval mode, inference mode, under the lock).
+    def classify(self, x: torch.Tensor, backend: str = "torch") -> np.ndarray:
+        """Model input N×1×S×S -> probabilities N×C, in eval/inference mode.
 
-        ``precision="fp32"`` matches evaluation to ~1e-6; ``"bf16"`` (see :attr:`fast_precision`)
-        is the faster live-video setting.
+        ``backend`` (see :data:`BACKENDS`): ``"torch"`` matches evaluation to ~1e-6 (the reference,
+        used by uploads and ``predict``); ``"onnx"`` is ONNX Runtime on the exported graph, as exact
+        and the fastest for live frames; ``"torch-bf16"`` is PyTorch in bfloat16 (within ~1e-2).
+        PyTorch backends run under the Predictor's lock; an ONNX Runtime session is thread-safe.
         """
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if len(x) == 0:
             return np.empty((0, len(self.classes)), np.float32)
+        if backend == "onnx":
+            clf = self._onnx()
+            if clf is None:
+                raise RuntimeError(f"the ONNX backend is not available: {self._onnx_error}")
+            return clf(x)
+        precision = "bf16" if backend == "torch-bf16" else "fp32"
         with self._lock, torch.inference_mode():
             m = self._inference_model(precision)
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -339,7 +383,7 @@ class LiveSettings:
     bars: bool = True
     gradcam: bool = False            # Grad-CAM overlay on the largest face (costs a backward pass)
     readout: bool = True             # latency text drawn on the frame
-    fast: bool = True                # bf16 classification where the CPU has it (Predictor.fast_precision)
+    backend: str = "auto"            # classifier backend: "auto" = Predictor.live_backend, or one of BACKENDS
     iou_match: float = 0.3           # a detection continues a track when IoU ≥ this
     max_missed: int = 2              # detections a track may miss before it is dropped
 
@@ -453,7 +497,7 @@ class LiveProcessor:
         exact = bool(getattr(det, "exact_crop", False))
         x, seen = pred.model_inputs([crop_face(gray, t.box, exact=exact) for t in tracks])
         t2 = time.perf_counter()
-        probs = pred.classify(x, pred.fast_precision if s.fast else "fp32")
+        probs = pred.classify(x, pred.live_backend if s.backend == "auto" else s.backend)
         shown = [(t.box, t.update_probs(p, s), f"#{t.id}") for t, p in zip(tracks, probs)]
         t3 = time.perf_counter()
         out = np.ascontiguousarray(frame).copy()

@@ -422,13 +422,68 @@ def test_fast_inference_copies_match_the_model(predictor):
     with torch.inference_mode():
         ref = torch.softmax(predictor.model(x), dim=1).numpy()
     np.testing.assert_allclose(predictor.classify(x), ref, atol=1e-5)
-    bf = predictor.classify(x, "bf16")
+    bf = predictor.classify(x, "torch-bf16")
     assert np.abs(bf - ref).max() < 0.03
-    assert predictor.fast_precision in ("fp32", "bf16")
+    assert predictor.live_backend in ("onnx", "torch-bf16", "torch")
     assert all(torch.equal(v, before[k]) for k, v in predictor.model.state_dict().items())
     assert any(n.startswith("features.bn") for n, _ in predictor.model.named_modules())  # not fused in place
-    with pytest.raises(ValueError, match="precision"):
+    with pytest.raises(ValueError, match="backend must be one of"):
         predictor.classify(x, "fp8")
+
+
+def test_onnx_backend_is_exact_and_default_for_live(predictor):
+    """ONNX Runtime (a requirement) serves live frames with the PyTorch model's probabilities."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; not installed here")
+    status = predictor.backend_status()
+    assert status["onnx"] is None, status["onnx"]
+    assert predictor.live_backend == "onnx"
+    torch.manual_seed(1)
+    for n in (1, 3, 17):                      # dynamic batch: any number of faces per frame
+        x = torch.randn(n, 1, 48, 48)
+        with torch.inference_mode():
+            ref = torch.softmax(predictor.model(x), dim=1).numpy()
+        got = predictor.classify(x, "onnx")
+        assert got.shape == (n, 7) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert not predictor.model.training
+    # the live processor uses it by default and gives the same labels as the PyTorch backend
+    frame, _ = synth_scene()
+    a = LiveProcessor(predictor, LiveSettings(smoothing="none"))
+    b = LiveProcessor(predictor, LiveSettings(smoothing="none", backend="torch"))
+    a.process(frame), b.process(frame)
+    assert a.stats()["labels"] == b.stats()["labels"] and a.stats()["faces"] >= 1
+
+
+@pytest.mark.parametrize("name", ["cnn3", "vgg", "resnet18"])
+def test_onnx_export_of_registry_models(name):
+    """Every family the registry ships exports with a dynamic batch and matches PyTorch."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; not installed here")
+    from fer_core.models import create_model
+    from fer_core.onnx_runtime import MATCH_ATOL, OnnxClassifier
+
+    torch.manual_seed(0)
+    m = create_model(name).eval()
+    clf = OnnxClassifier(m, 48)
+    assert clf.max_abs_diff <= MATCH_ATOL
+    x = torch.randn(4, 1, 48, 48)
+    with torch.inference_mode():
+        np.testing.assert_allclose(clf(x), torch.softmax(m(x), 1).numpy(), atol=1e-5)
+    assert not m.training
+
+
+def test_onnx_unavailable_falls_back_with_a_reason(run_dir, monkeypatch):
+    """Without onnxruntime the live path still works, on PyTorch, and says why."""
+    import fer_core.onnx_runtime as onnx_rt
+
+    monkeypatch.setattr(onnx_rt, "available", lambda: "onnxruntime is not installed (test)")
+    p = Predictor(run_dir)
+    assert p.backend_status()["onnx"] == "onnxruntime is not installed (test)"
+    assert p.live_backend in ("torch-bf16", "torch")
+    with pytest.raises(RuntimeError, match="not installed"):
+        p.classify(torch.zeros(1, 1, 48, 48), "onnx")
+    frame, _ = synth_scene()
+    proc = LiveProcessor(p, LiveSettings())
+    assert proc.process(frame).shape == frame.shape
 
 
 def test_attribution_maps(predictor):

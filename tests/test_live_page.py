@@ -72,6 +72,11 @@ def test_page_renders_with_tabs_and_limit(app):
     assert "10 MB" in texts(app)
     assert "FER_ICE_SERVERS" in texts(app) or any("live stream is not available" in i.value for i in app.info)
     assert len(app.get("file_uploader")) == 1 and len(app.get("camera_input")) == 1
+    # the live classifier defaults to the fastest usable backend (ONNX Runtime, a requirement)
+    backend = app.selectbox(key="live_backend")
+    assert "PyTorch fp32" in backend.options
+    if importlib.util.find_spec("onnxruntime"):
+        assert backend.value == "onnx"
 
 
 def test_upload_good_and_bad_files_together(app):

@@ -33,6 +33,8 @@ from fer_core.faces import DEFAULT_DETECTOR, ImageError, list_detectors, load_im
 from fer_core.predictor import LiveSettings, Prediction, Predictor, draw_faces, heat_overlay
 from fer_core.runs import RunError, RunInfo
 
+BACKEND_LABELS = {"onnx": "ONNX Runtime (fp32)", "torch-bf16": "PyTorch bf16", "torch": "PyTorch fp32"}
+
 MAX_UPLOAD_MB = 10          # also server.maxUploadSize in .streamlit/config.toml
 ZOOM = 3                    # 48-px crops shown at 144 px, nearest-neighbour
 ATTRIBUTIONS = {"gradcam": "Grad-CAM", "saliency": "Saliency", "none": "none"}
@@ -293,13 +295,20 @@ def live_section(predictor: Predictor, detector: str) -> None:
     bars = o1.checkbox("Probability bars", True, key="live_bars")
     cam = o2.checkbox("Grad-CAM overlay (largest face)", False, key="live_gradcam")
     readout = o3.checkbox("Latency text on the video", True, key="live_readout")
-    fast = o4.checkbox(f"Fast classifier ({predictor.fast_precision})", True, key="live_fast",
-                       help="bf16 weights where the CPU computes bfloat16 natively: ~1.6x faster, "
-                            "probabilities within ~0.01 of fp32. Uploads and snapshots always use fp32.")
+    with st.spinner("Preparing the live classifier (ONNX export, once per checkpoint)…"):
+        status = predictor.backend_status()
+    usable = [b for b in ("onnx", "torch-bf16", "torch") if status[b] is None]  # fastest first
+    backend = o4.selectbox("Classifier", usable, index=usable.index(predictor.live_backend), key="live_backend",
+                           format_func=BACKEND_LABELS.get,
+                           help="ONNX Runtime computes the same fp32 probabilities as PyTorch, about twice "
+                                "as fast per face; bf16 is faster than fp32 PyTorch but within ~0.01. "
+                                "Uploads and snapshots always use PyTorch fp32."
+                                + "".join(f"\n\n{BACKEND_LABELS[b]}: unavailable ({why})."
+                                          for b, why in status.items() if why))
     settings = LiveSettings(detector=detector, detect_every=every, detect_side=side, smoothing=smoothing,
                             ema_alpha=strength if smoothing == "ema" else 0.4,
                             window=int(strength) if smoothing == "window" else 8,
-                            bars=bars, gradcam=cam, readout=readout, fast=fast)
+                            bars=bars, gradcam=cam, readout=readout, backend=backend)
     proc: LiveProcessor | None = st.session_state.get("live_processor")
     if proc is None:
         proc = LiveProcessor(predictor, settings)
