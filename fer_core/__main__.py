@@ -1,4 +1,4 @@
-"""Command line: ``python -m fer_core {train,evaluate,predict,models,summary,synth}``.
+"""Command line: ``python -m fer_core {train,evaluate,predict,export,models,summary,synth}``.
 
 Results go to stdout (a run directory, one JSON line, a table); progress and messages go to
 stderr, so the output can be piped. Bad input ends with a one-line error and exit code 2, not a
@@ -153,6 +153,20 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return main_predict(a)
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from fer_core.onnx_runtime import OnnxUnavailable, save_onnx
+
+    try:
+        info = save_onnx(a.run, a.out, which=a.checkpoint, probs=not a.logits)
+    except OnnxUnavailable as exc:
+        raise RuntimeError(str(exc)) from exc
+    print(f"wrote {info['bytes'] / 1e6:.1f} MB, max |difference| vs PyTorch {info['max_abs_diff']:.1e}; "
+          f"input x: N×1×S×S standardised as in metadata fer_studio.preprocess, output {info['fer_studio.output']}",
+          file=sys.stderr)
+    print(json.dumps(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fer_core", description="FER Studio command line")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -211,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--detector", default=None)
     pr.add_argument("--whole-image", action="store_true", help="classify the whole image as one face when none is found")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="write a run's model as ONNX (preprocessing + classes in its metadata)")
+    ex.add_argument("run")
+    ex.add_argument("out", help="output .onnx file")
+    ex.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ex.add_argument("--logits", action="store_true", help="output logits instead of probabilities")
+    ex.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="list registered architectures").set_defaults(func=cmd_models)
 

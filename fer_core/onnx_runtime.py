@@ -12,6 +12,9 @@ deprecated) with a dynamic batch dimension and the softmax inside the graph, so 
 returns probabilities as a NumPy array. Nothing is written to disk and nothing is unpickled: the
 graph goes from memory to the session.
 
+``python -m fer_core export RUN_DIR model.onnx`` (:func:`save_onnx`) writes the same graph to a file
+for deployment, with the checkpoint's preprocessing and class names in the ONNX metadata.
+
 Both packages are optional at import time: :func:`available` says whether this machine has them,
 and :class:`OnnxClassifier` raises :class:`OnnxUnavailable` with the reason when it can't be built
 (package missing, model not exportable, export not matching PyTorch), so callers can fall back.
@@ -20,9 +23,12 @@ and :class:`OnnxClassifier` raises :class:`OnnxUnavailable` with the reason when
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,12 +159,49 @@ class OnnxClassifier:
         return f"OnnxClassifier({self.size_bytes / 1e6:.1f} MB graph, max |Δp| vs torch {self.max_abs_diff:.1e})"
 
 
-def describe() -> dict[str, Any]:
-    """Versions for reports (empty strings when a package is missing)."""
-    out = {}
-    for name in ("onnxruntime", "onnx", "onnxscript"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            out[name] = ""
-    return out
+def save_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], *, which: str = "best",
+              probs: bool = True) -> dict[str, Any]:
+    """Export a run's checkpoint to an ``.onnx`` file for deployment; returns what was written.
+
+    The file carries the checkpoint's preprocessing and class names as ONNX metadata
+    (``fer_studio.preprocess``, ``fer_studio.classes``, JSON), so a deployment reads them instead of
+    re-typing mean/std by hand. The export is checked against the PyTorch model with ONNX Runtime
+    before it is written, and written atomically (temp file + ``os.replace``): a failed export never
+    leaves a half-written file behind.
+    """
+    why = available()
+    if why:
+        raise OnnxUnavailable(why)
+    import json
+
+    import onnx
+    import onnxruntime as ort
+
+    from fer_core.checkpoint import atomic_write_bytes
+    from fer_core.runs import load_model
+
+    lm = load_model(run, which=which)
+    blob = export_onnx(lm.model, lm.preprocess.size, probs=probs)
+    proto = onnx.load_from_string(blob)
+    meta = {"fer_studio.classes": json.dumps(list(lm.classes)),
+            "fer_studio.preprocess": json.dumps(dataclasses.asdict(lm.preprocess)),
+            "fer_studio.model": str(lm.config.get("model", "")),
+            "fer_studio.run": Path(run).resolve().name,
+            "fer_studio.checkpoint": f"{which} (epoch {lm.epoch})",
+            "fer_studio.output": "probs" if probs else "logits"}
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    data = proto.SerializeToString()
+    # check the bytes we are about to write, with ONNX Runtime, against PyTorch
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 1, lm.preprocess.size, lm.preprocess.size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = lm.model.eval()(x)
+        ref = torch.softmax(ref, dim=1) if probs else ref
+    diff = float(np.abs(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0] - ref.numpy()).max())
+    if not diff <= MATCH_ATOL * (1 if probs else 100):
+        raise OnnxUnavailable(f"the ONNX export differs from the PyTorch model by {diff:.2g}; not written")
+    out = Path(out)
+    atomic_write_bytes(out, lambda f: f.write(data))
+    return {"path": str(out), "bytes": len(data), "max_abs_diff": diff, **meta}

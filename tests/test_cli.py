@@ -86,6 +86,37 @@ def test_evaluate_on_another_source_with_only_a_test_split(trained_run, tmp_path
     assert r.returncode == 2 and "has no 'val' split" in r.stderr
 
 
+def test_export_onnx_with_preprocessing_metadata(trained_run, tmp_path):
+    """`export` writes an ONNX file that, with the preprocessing from its own metadata, gives the
+    run's probabilities on real pixels; a bad run is one clear line and no file."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; not installed here")
+    import torch
+
+    from fer_core.preprocess import Preprocess
+    from fer_core.runs import load_model
+
+    out = tmp_path / "deploy" / "model.onnx"
+    r = cli("export", str(trained_run), str(out))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["path"] == str(out) and out.stat().st_size == info["bytes"]
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    classes = json.loads(meta["fer_studio.classes"])
+    pre = Preprocess(**json.loads(meta["fer_studio.preprocess"]))
+    lm = load_model(trained_run)
+    assert classes == list(lm.classes) and pre == lm.preprocess
+    faces = open_dataset("synthetic:n=40,seed=3").x[:8]          # uint8 faces, preprocessed from metadata only
+    probs = sess.run(None, {"x": pre(faces).numpy()})[0]
+    with torch.inference_mode():
+        ref = torch.softmax(lm.model(lm.preprocess(faces)), 1).numpy()
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+    bad = cli("export", str(tmp_path / "no-run"), str(tmp_path / "x.onnx"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_models_and_summary():
     r = cli("models")
     assert r.returncode == 0, r.stderr
