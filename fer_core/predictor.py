@@ -169,6 +169,8 @@ class Predictor:
                         self._onnx_clf = OnnxClassifier(self.model, self.preprocess.size)
                     except OnnxUnavailable as exc:
                         self._onnx_error = str(exc)
+                    except Exception as exc:  # noqa: BLE001 - e.g. the runtime rejects the graph: use PyTorch
+                        self._onnx_error = f"ONNX Runtime failed on this model ({type(exc).__name__}: {exc})"
                 self._onnx_tried = True   # last: lock-free readers then see the finished result
             return self._onnx_clf
 
