@@ -256,6 +256,7 @@ def test_docs_screenshots(tmp_path: Path) -> None:
                                   ("errors", "errors", ".st-key-err_gal_faces img"),
                                   ("explain", f"explain?run={DOCS_RUN}", '[data-testid="stImage"] img'),
                                   ("filters", f"filters?run={DOCS_RUN}", ".st-key-fv_go button"),
+                                  ("live", "live", '[data-testid="stFileUploader"]'),
                                   ("model", "model", '[data-testid="stDataFrame"]')):
             page.goto(f"{url}/{path}")
             page.locator(ready).first.wait_for()
@@ -277,6 +278,17 @@ def test_docs_screenshots(tmp_path: Path) -> None:
                 page.get_by_text("synthetic, SynthFER").first.wait_for()
                 _settle(page)
                 page.wait_for_function(NOTHING_STALE_JS)
+                page.wait_for_function(ALL_IMAGES_LOADED_JS)
+            elif name == "live":
+                # an uploaded picture of three SynthFER (synthetic) faces: never a dataset face
+                from PIL import Image
+                from test_faces_predictor import synth_scene
+
+                photo = tmp_path / "three_synthetic_faces.png"
+                Image.fromarray(synth_scene(3, size=(360, 720), face_px=150)[0]).save(photo)
+                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(photo))
+                page.get_by_text("Face #3").first.wait_for()
+                _settle(page)
                 page.wait_for_function(ALL_IMAGES_LOADED_JS)
             page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
             page.screenshot(path=str(ARTIFACTS / f"docs_{name}.png"), full_page=True)

@@ -68,7 +68,7 @@ def captions(at) -> str:
 
 def test_page_renders_with_tabs_and_limit(app):
     assert [t.label for t in app.tabs] == ["Upload", "Snapshot", "Live"]
-    assert app.selectbox(key="live_run").value.endswith("synth-cnn4-a")
+    assert app.selectbox(key="live_run").value.endswith("other-cnn4")   # real data beats synthetic
     assert "10 MB" in texts(app)
     assert "FER_ICE_SERVERS" in texts(app) or any("live stream is not available" in i.value for i in app.info)
     assert len(app.get("file_uploader")) == 1 and len(app.get("camera_input")) == 1
@@ -162,16 +162,25 @@ def test_analyze_bytes_directly(runs_root):
     real = page.analyze_bytes("astro.jpg", encode(Image.fromarray(astronaut()), "JPEG"), [p, p],
                               attribution="saliency")
     assert real.error is None and real.n_faces >= 1 and len(real.predictions) == 2
+    # several faces: numbered left to right, and the one detection's time is reported
+    three = page.analyze_bytes("three.png", encode(Image.fromarray(synth_scene(3, size=(360, 720), face_px=150)[0]),
+                                                   "PNG"), [p], attribution="none")
+    xs = [f.box[0] for f in three.predictions[0].faces]
+    assert three.n_faces == 3 and xs == sorted(xs)
+    assert three.predictions[0].timings["detect"] > 0
 
 
-def test_default_run_prefers_fer2013_then_synth_cnn4(tmp_path):
+def test_default_run_prefers_the_best_real_run_then_synth_cnn4(tmp_path):
     from fer_core.runs import RunInfo
 
     page = _page_module()
     mk = lambda name, **cfg: RunInfo(path=tmp_path / name, name=name, config=cfg)  # noqa: E731
-    runs = [mk("a-vgg", model="vgg", data="synthetic"), mk("synth-cnn4-aug", model="cnn4", data="synthetic:n=9"),
-            mk("fer2013-vgg", model="vgg", data="x.npz")]
-    assert page.default_run(runs).endswith("fer2013-vgg")
+    runs = [mk("a-vgg", model="vgg", data="synthetic"),
+            mk("synth-cnn4-aug", model="cnn4", data="synthetic:n=9"),
+            mk("fer2013-cnn4-aug", model="cnn4", data="x.npz", best_val_acc=0.58),
+            mk("fer2013-vgg", model="vgg", data="x.npz", best_val_acc=0.71)]
+    assert page.default_run(runs).endswith("fer2013-vgg")            # best validation accuracy
+    assert page.default_run(runs[:3]).endswith("fer2013-cnn4-aug")
     assert page.default_run(runs[:2]).endswith("synth-cnn4-aug")
     assert page.default_run(runs[:1]).endswith("a-vgg")
     broken = RunInfo(path=tmp_path / "fer2013-x", name="fer2013-x", error="no checkpoint")
