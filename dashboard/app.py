@@ -19,7 +19,8 @@ import streamlit as st  # noqa: E402
 
 from dashboard.components import sidebar  # noqa: E402
 
-st.set_page_config(page_title="FER Studio", page_icon=":material/mood:", layout="wide")
+# an emoji favicon: a ":material/…:" one is fetched from fonts.gstatic.com, which offline machines cannot reach
+st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = [
