@@ -307,9 +307,9 @@ def live_section(predictor: Predictor, detector: str) -> None:
     usable = [b for b in ("onnx", "torch-bf16", "torch") if status[b] is None]  # fastest first
     backend = o4.selectbox("Classifier", usable, index=usable.index(predictor.live_backend), key="live_backend",
                            format_func=BACKEND_LABELS.get,
-                           help="ONNX Runtime computes the same fp32 probabilities as PyTorch, about twice "
-                                "as fast per face; bf16 is faster than fp32 PyTorch but within ~0.01. "
-                                "Uploads and snapshots always use PyTorch fp32."
+                           help="ONNX Runtime computes the same fp32 probabilities as PyTorch in about a "
+                                "third of the time per face; PyTorch bf16 is faster than PyTorch fp32 but "
+                                "within ~0.01 of it. Uploads and snapshots always use PyTorch fp32."
                                 + "".join(f"\n\n{BACKEND_LABELS[b]}: unavailable ({why})."
                                           for b, why in status.items() if why))
     settings = LiveSettings(detector=detector, detect_every=every, detect_side=side, smoothing=smoothing,
