@@ -303,10 +303,10 @@ class HaarAlt2Detector(HaarDetector):
 class MTCNNDetector:
     """facenet-pytorch's MTCNN as a plug-in detector (optional dependency).
 
-    Why optional and not the default: measured with ``bench/live.py --recall`` / ``--detector``
-    (see the module docstring) it costs ~10x Haar's CPU time per frame on these 2 cores, which
-    breaks the live 30 FPS budget, while Haar already finds the faces we need. It is here for
-    photos with turned or partly hidden faces. Only facenet-pytorch **2.5.3** works: its weights
+    Why optional and not the default: measured with ``bench/live.py --recall`` (see the module
+    docstring) it costs ~1.7x Haar's CPU time per detection (28 vs 17 ms at 320 px) for the live
+    path's frame budget, while Haar already finds most faces we need. It is here for photos with
+    turned or partly hidden faces (FER2013 recall 0.94 vs 0.81). Only facenet-pytorch **2.5.3** works: its weights
     ship inside the wheel (offline); 2.6 pins an old torch and would replace ours.
 
     Its boxes are tighter than Haar's; they are mapped to Haar's framing (``BOX_SCALE``,

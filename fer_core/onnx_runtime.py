@@ -98,6 +98,23 @@ def _quiet_loggers():
             logging.getLogger(n).setLevel(lv)
 
 
+def diff_vs_torch(session: Any, model: torch.nn.Module, input_size: int, *, in_chans: int = 1,
+                  probs: bool = True) -> float:
+    """Max |ONNX Runtime output - PyTorch output| on 3 seeded random inputs (probabilities, or
+    logits with ``probs=False``). The model's train/eval mode is restored afterwards."""
+    x = torch.randn(3, in_chans, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            ref = model(x)
+            ref = torch.softmax(ref, dim=1) if probs else ref
+    finally:
+        model.train(was)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return float(np.abs(got - ref.numpy()).max())
+
+
 class OnnxClassifier:
     """An ONNX Runtime session over a model's export: ``clf(x) -> probabilities`` (N×C float32).
 
@@ -129,22 +146,10 @@ class OnnxClassifier:
         self.session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.size_bytes = len(blob)
-        self.max_abs_diff = self._check(model, input_size, in_chans)
+        self.max_abs_diff = diff_vs_torch(self.session, model, input_size, in_chans=in_chans)
         if not self.max_abs_diff <= MATCH_ATOL:
             raise OnnxUnavailable(f"the ONNX export differs from the PyTorch model by {self.max_abs_diff:.2g} "
                                   f"(> {MATCH_ATOL:g}) in probability")
-
-    def _check(self, model: torch.nn.Module, input_size: int, in_chans: int) -> float:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(3, in_chans, input_size, input_size, generator=g)
-        was = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                ref = torch.softmax(model(x), dim=1).numpy()
-        finally:
-            model.train(was)
-        return float(np.abs(self(x.numpy()) - ref).max())
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """N×C×S×S float32 (NumPy or a CPU tensor) -> N×C probabilities (float32)."""
@@ -193,11 +198,7 @@ def save_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], *, which
     data = proto.SerializeToString()
     # check the bytes we are about to write, with ONNX Runtime, against PyTorch
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    x = torch.randn(3, 1, lm.preprocess.size, lm.preprocess.size, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        ref = lm.model.eval()(x)
-        ref = torch.softmax(ref, dim=1) if probs else ref
-    diff = float(np.abs(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0] - ref.numpy()).max())
+    diff = diff_vs_torch(sess, lm.model, lm.preprocess.size, probs=probs)
     if not diff <= MATCH_ATOL * (1 if probs else 100):
         raise OnnxUnavailable(f"the ONNX export differs from the PyTorch model by {diff:.2g}; not written")
     out = Path(out)

@@ -18,8 +18,8 @@ Per-stream state (face tracks, smoothing, frame counters) lives in :class:`LiveP
 per video stream, never in the Predictor. Why the live path is fast enough on two cores: faces are
 detected on a downscaled frame and only every ``detect_every``-th frame; in between, the tracked
 boxes are reused (faces move a few pixels between frames) and only the cheap classifier runs --
-by default through ONNX Runtime (:mod:`fer_core.onnx_runtime`: as exact as PyTorch, ~2x cheaper per
-small call), falling back to PyTorch when it is not installed or the model does not export.
+by default through ONNX Runtime (:mod:`fer_core.onnx_runtime`: as exact as PyTorch, a third of
+its time per face), falling back to PyTorch when it is not installed or the model does not export.
 Tracks are matched between detections by IoU, and each track smooths its probabilities (EMA or a
 moving window) so labels do not flicker. ``bench/live.py`` measures all of it.
 """
@@ -121,7 +121,6 @@ class Predictor:
         self._lock = threading.Lock()
         self._detectors: dict[str, Detector] = {self.detector.name: self.detector}
         self._infer: dict[str, torch.nn.Module] = {}
-        self._onnx_tried = False
         self._onnx_clf: Any = None
         self._onnx_error: str | None = None
 
@@ -155,10 +154,10 @@ class Predictor:
 
     def _onnx(self) -> Any:
         """The run's :class:`~fer_core.onnx_runtime.OnnxClassifier`, built once (None + a reason if it can't be)."""
-        if self._onnx_tried:              # settled: no lock on the per-frame path
+        if self._onnx_clf is not None or self._onnx_error is not None:  # settled: no lock per frame
             return self._onnx_clf
         with self._lock:
-            if not self._onnx_tried:
+            if self._onnx_clf is None and self._onnx_error is None:
                 from fer_core.onnx_runtime import OnnxClassifier, OnnxUnavailable
 
                 if self.device.type != "cpu":
@@ -171,7 +170,6 @@ class Predictor:
                         self._onnx_error = str(exc)
                     except Exception as exc:  # noqa: BLE001 - e.g. the runtime rejects the graph: use PyTorch
                         self._onnx_error = f"ONNX Runtime failed on this model ({type(exc).__name__}: {exc})"
-                self._onnx_tried = True   # last: lock-free readers then see the finished result
             return self._onnx_clf
 
     def backend_status(self) -> dict[str, str | None]:
