@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from fer_core.data.sources import open_dataset  # noqa: E402
+from fer_core.data import open_dataset  # noqa: E402
 from fer_core.explain.attribution import explain  # noqa: E402
 from fer_core.explain.featviz import visualize_filters  # noqa: E402
 from fer_core.models import create_model  # noqa: E402

@@ -7,11 +7,11 @@ stand-in for a webcam; no photo is shipped). Model: a shipped synthetic cnn4 run
 
 Two paths over the same frames, in one process:
 
-* **live** -- :class:`fer_core.predictor.LiveProcessor` as the dashboard runs it: Haar detection on
+* **live** -- :class:`fer_core.live.stream.LiveProcessor` as the dashboard runs it: Haar detection on
   a copy downscaled to ``--detect-side`` px, only every ``--detect-every``-th frame, IoU tracking in
   between, classification (``--backend``, default ONNX Runtime) + smoothing + drawing (boxes,
   labels, bars, latency text) every frame;
-* **naive** -- full-resolution Haar detection on every frame, then ``Predictor.predict`` (PyTorch
+* **naive** -- full-resolution Haar detection on every frame, then ``LoadedRun.predict`` (PyTorch
   fp32, the upload path) and the same drawing.
 
 ``--recall`` instead measures the detector's recall on the real faces available offline.
@@ -66,7 +66,7 @@ def make_frames(n: int, seed: int = 0) -> list[np.ndarray]:
 
     from fer_core.data.synthetic import generate
 
-    from fer_core.faces import create_detector, iou
+    from fer_core.live.faces import create_detector, iou
 
     x, _ = generate(40, seed=1)
     bg = np.tile(np.linspace(80, 170, 640, dtype=np.float32), (480, 1))
@@ -95,7 +95,7 @@ def make_frames(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def run_live(predictor, frames, settings, warmup: int):
-    from fer_core.predictor import LiveProcessor
+    from fer_core.live.stream import LiveProcessor
 
     proc = LiveProcessor(predictor, settings)
     rows, faces, cpu = [], 0, []
@@ -114,8 +114,8 @@ def run_live(predictor, frames, settings, warmup: int):
 def run_naive(predictor, frames, warmup: int, min_face: float):
     import time as _t
 
-    from fer_core.faces import HaarDetector
-    from fer_core.predictor import draw_faces
+    from fer_core.live.draw import draw_faces
+    from fer_core.live.faces import HaarDetector
 
     det = HaarDetector(max_side=None, min_face=min_face)
     rows, faces, cpu = [], 0, []
@@ -142,12 +142,12 @@ def recall(n: int = 100, side: int = 320) -> None:
     FER2013 (``../shared/data/fer2013`` or ``$FER_DATA`` .npz): faces upscaled 4× and edge-padded
     into a 640×480 frame; scikit-image's LFW subset (100 faces, 25×25) upscaled 6×; its astronaut.
     Each source is skipped when absent. ``scale`` = FER face side / Haar box side (median),
-    ``shift_y`` = (face centre - box centre) / box side: what ``faces.CROP_SCALE``/``CROP_SHIFT_Y``
+    ``shift_y`` = (face centre - box centre) / box side: what ``fer_core.live.faces.CROP_SCALE``/``CROP_SHIFT_Y``
     are set from.
     """
     import cv2
 
-    from fer_core.faces import HaarDetector, iou
+    from fer_core.live.faces import HaarDetector, iou
 
     sources: dict[str, tuple[list[np.ndarray], int]] = {}
     npz = Path(os.environ.get("FER_DATA", ROOT.parent / "shared/data/fer2013/fer2013_train_publictest.npz"))
@@ -176,7 +176,7 @@ def recall(n: int = 100, side: int = 320) -> None:
         for c, eq in (("haarcascade_frontalface_default.xml", False), ("haarcascade_frontalface_default.xml", True),
                       ("haarcascade_frontalface_alt2.xml", False))]
     try:
-        from fer_core.faces import MTCNNDetector
+        from fer_core.live.faces import MTCNNDetector
 
         detectors.append(("mtcnn:", MTCNNDetector(max_side=side)))
     except RuntimeError as exc:  # facenet-pytorch not installed
@@ -218,7 +218,7 @@ def main() -> None:
                          "intra-op threads, and their spin-waits collapse when other jobs share the cores)")
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-bf16", "onnx"],
                     help="classifier backend for the live path: auto "
-                    "(Predictor.live_backend: ONNX Runtime when installed), torch, torch-bf16 or onnx")
+                    "(LoadedRun.live_backend: ONNX Runtime when installed), torch, torch-bf16 or onnx")
     ap.add_argument("--recall", action="store_true", help="measure detector recall (Haar cascades, MTCNN if installed) on real faces instead")
     a = ap.parse_args()
     if a.recall:
@@ -233,7 +233,8 @@ def main() -> None:
     import cv2
     import torch
 
-    from fer_core.predictor import LiveSettings, Predictor
+    from fer_core.live.stream import LiveSettings
+    from fer_core.model import LoadedRun
 
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
@@ -243,7 +244,7 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="bench-live-")
         print("no shipped synthetic cnn4 run: training a tiny one (1 epoch, 600 faces)…", file=sys.stderr)
         run = tiny_run(Path(tmp.name))
-    predictor = Predictor(run)
+    predictor = LoadedRun(run)
     frames = make_frames(a.frames + a.warmup)
     settings = LiveSettings(detect_every=a.detect_every, detect_side=a.detect_side, bars=True, readout=True,
                             backend=a.backend)
@@ -274,7 +275,7 @@ def main() -> None:
 
 
 def settings_min_face() -> float:
-    from fer_core.faces import HaarDetector
+    from fer_core.live.faces import HaarDetector
 
     return HaarDetector.__init__.__kwdefaults__["min_face"]
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torchvision.datasets.fer2013 as tvfer  # noqa: E402  (imported before any timing)
 from torchvision.transforms import PILToTensor  # noqa: E402
 
-from fer_core.data.sources import open_dataset  # noqa: E402
+from fer_core.data.spec import open_dataset  # noqa: E402
 
 ROWS = 35887
 USAGE_COUNTS = (("Training", 28709), ("PublicTest", 3589), ("PrivateTest", 3589))

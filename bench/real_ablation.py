@@ -23,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python b
 import torch  # noqa: E402
 
 from fer_core.checkpoint import load_checkpoint  # noqa: E402
-from fer_core.data.sources import open_dataset  # noqa: E402
+from fer_core.data.spec import open_dataset  # noqa: E402
 from fer_core.evaluate import predict_probs  # noqa: E402
-from fer_core.runs import load_model, read_config  # noqa: E402
+from fer_core.model import LoadedRun  # noqa: E402
+from fer_core.runs import read_config  # noqa: E402
 
 
 def main() -> None:
@@ -48,14 +49,14 @@ def main() -> None:
         raise SystemExit(f"{run}/last.pt has no raw weights (trained without --ema?): nothing to compare")
     want = {w.strip() for w in a.weights.split(",")}
     variants = {}
-    best = load_model(run, "best")
+    best = LoadedRun(run, which="best")
     if "best" in want:
         variants[f"best epoch {best.epoch} (EMA)"] = best.model
-    ema_last = load_model(run, "last")
+    ema_last = LoadedRun(run, which="last")
     if "last" in want:
         variants[f"last epoch {ema_last.epoch} (EMA)"] = ema_last.model
     if "raw" in want:
-        raw = load_model(run, "last")
+        raw = LoadedRun(run, which="last")
         raw.model.load_state_dict(last["train_state_dict"])
         variants[f"last epoch {ema_last.epoch} (raw, no EMA)"] = raw.model
 

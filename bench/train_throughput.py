@@ -1,39 +1,41 @@
-"""Training throughput of cnn4 on SynthFER: our batched tensor pipeline vs pure compute vs the
-usual per-sample pipeline (Dataset of PIL images -> per-item torchvision transforms -> DataLoader).
+"""Training throughput of cnn4 on SynthFER: the real training pipeline vs pure compute, per
+augmentation warp backend (:data:`fer_core.augment.BACKENDS`).
 
-Same model (cnn4), batch size and threads for all, measured in one run. Two per-sample baselines,
-because they answer different questions:
+* ``pipeline`` -- :func:`fer_core.train.train_one_epoch` as training runs it: index batches of the
+  in-memory uint8 faces, per-image augmentation with the variant's backend, preprocessing, step.
+* ``compute`` -- the same steps (model, batch size, threads, bf16 autocast where the CPU has it,
+  channels-last) on pre-made input tensors: what training would cost with a free input pipeline.
 
-* ``naive`` -- the usual pipeline as FER tutorials and the reports write it: a Dataset of PIL
-  images, per-item torchvision transforms, a DataLoader, and the model in its defaults (float32,
-  NCHW). ``ratio_naive`` = what a user gains by switching to ``fer_core``'s training loop.
-* ``naive_data`` -- the same per-sample data path, but feeding our compute settings (bf16
-  autocast where the CPU has it, channels-last). ``ratio_data`` isolates the data path alone: on
-  48×48 faces per-item PIL work is cheap next to the model, so expect ~1×.
+The variants are measured alternately, ``--repeats`` rounds of (pipeline, compute) per variant, so
+a machine whose load drifts affects them alike; each line reports the medians and their ratio.
+One line per variant::
 
-Last line: ``train_throughput: pipeline=…img/s compute=…img/s naive=…img/s ratio_compute=… ratio_naive=…
-naive_data=…img/s ratio_data=…``
+    train_throughput backend=cv2: pipeline=…img/s compute=…img/s ratio=…
+
+``--naive`` also measures the usual per-sample pipeline (Dataset of PIL images -> per-item
+torchvision transforms -> DataLoader), once as FER tutorials write it (float32, NCHW) and once
+feeding our compute settings, and prints::
+
+    train_throughput naive: naive=…img/s naive_data=…img/s
+
+Run from the project root with the project installed (``pip install -r requirements.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import statistics
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/…` from anywhere
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2 as T
-from PIL import Image
 
-from fer_core.augment import build_augment
-from fer_core.data.sources import open_dataset
+from fer_core.augment import BACKENDS, build_augment
+from fer_core.data import open_dataset
 from fer_core.models import create_model
 from fer_core.preprocess import Preprocess
-from fer_core.train import TrainConfig, _make_optimizer, cpu_bf16_supported, train_one_epoch
+from fer_core.device import cpu_bf16_supported
+from fer_core.train import TrainConfig, make_optimizer, train_one_epoch
 
 
 def main() -> None:
@@ -42,7 +44,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--aug", default="basic")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated warp backends")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per backend (medians reported)")
+    ap.add_argument("--naive", action="store_true", help="also measure the per-sample DataLoader pipeline")
     a = ap.parse_args()
+    backends = [b.strip() for b in a.backends.split(",") if b.strip()]
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        ap.error(f"unknown backend(s) {sorted(unknown)}; choose from {BACKENDS}")
     torch.set_num_threads(a.threads)
     bf16 = cpu_bf16_supported()
     faces = open_dataset(f"synthetic:n={int(a.n / 0.8) + 1},seed=0").select("train")
@@ -50,13 +59,14 @@ def main() -> None:
     pre = Preprocess.fit(x, normalize=True)
     cfg = TrainConfig(model="cnn4", epochs=1, batch_size=a.batch_size, aug=a.aug, threads=a.threads)
     dev = torch.device("cpu")
+    xs = pre(x).contiguous(memory_format=torch.channels_last)
 
     def fresh(channels_last: bool = True):
         torch.manual_seed(0)
         m = create_model("cnn4")
         if channels_last:
             m = m.to(memory_format=torch.channels_last)
-        return m, _make_optimizer(cfg, m)
+        return m, make_optimizer(cfg, m)
 
     def step(model, opt, xb, yb, fast: bool = True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and fast):
@@ -65,28 +75,49 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    # warm-up (allocator, oneDNN kernel selection)
+    def pipeline(backend: str) -> float:
+        m, o = fresh()
+        aug = build_augment(a.aug, backend=backend)
+        t = time.perf_counter()
+        train_one_epoch(m, x, y, cfg=cfg, preprocess=pre, augment=aug, optimizer=o, epoch=1,
+                        device=dev, bf16=bf16)
+        return len(x) / (time.perf_counter() - t)
+
+    def compute() -> float:
+        m, o = fresh()
+        t = time.perf_counter()
+        for i in range(0, len(x), a.batch_size):
+            step(m, o, xs[i:i + a.batch_size], y[i:i + a.batch_size])
+        return len(x) / (time.perf_counter() - t)
+
+    # warm-up (allocator, oneDNN kernel selection, each backend's first call)
     m, o = fresh()
-    xb = pre(x[:a.batch_size]).contiguous(memory_format=torch.channels_last)
     for _ in range(3):
-        step(m, o, xb, y[:a.batch_size])
+        step(m, o, xs[:a.batch_size], y[:a.batch_size])
+    for b in backends:
+        build_augment(a.aug, backend=b)(pre.to_unit(x[:a.batch_size]))
 
-    # (1) our pipeline: the real train_one_epoch (index batches, per-image augmentation, preprocess)
-    m, o = fresh()
-    t = time.perf_counter()
-    train_one_epoch(m, x, y, cfg=cfg, preprocess=pre, augment=build_augment(a.aug), optimizer=o,
-                    epoch=1, device=dev, bf16=bf16)
-    pipeline = len(x) / (time.perf_counter() - t)
+    results: dict[str, dict[str, list[float]]] = {b: {"pipeline": [], "compute": []} for b in backends}
+    for _ in range(a.repeats):
+        for b in backends:
+            results[b]["pipeline"].append(pipeline(b))
+            results[b]["compute"].append(compute())
 
-    # (2) pure compute on pre-made input tensors
-    m, o = fresh()
-    xs = pre(x).contiguous(memory_format=torch.channels_last)
-    t = time.perf_counter()
-    for i in range(0, len(x), a.batch_size):
-        step(m, o, xs[i:i + a.batch_size], y[i:i + a.batch_size])
-    compute = len(x) / (time.perf_counter() - t)
+    print(f"settings: n={len(x)} batch={a.batch_size} threads={a.threads} bf16={bf16} channels_last=True "
+          f"aug={a.aug} repeats={a.repeats}")
+    for b in backends:
+        p, c = statistics.median(results[b]["pipeline"]), statistics.median(results[b]["compute"])
+        print(f"train_throughput backend={b}: pipeline={p:.0f}img/s compute={c:.0f}img/s ratio={p / c:.2f}")
 
-    # (3) the usual per-sample pipeline
+    if a.naive:
+        print(f"train_throughput naive: {naive_pipeline(x, y, pre, a.batch_size, fresh, step)}")
+
+
+def naive_pipeline(x, y, pre, batch_size, fresh, step) -> str:
+    """The usual per-sample pipeline, as written (float32 NCHW) and feeding our compute settings."""
+    import torchvision.transforms.v2 as T
+    from PIL import Image
+
     class PILFaces(torch.utils.data.Dataset):
         def __init__(self) -> None:
             self.tf = T.Compose([T.RandomHorizontalFlip(), T.RandomAffine(10, (0.1, 0.1), (0.9, 1.1)),
@@ -99,27 +130,21 @@ def main() -> None:
         def __getitem__(self, i: int):
             return self.tf(Image.fromarray(x[i].numpy(), mode="L")), int(y[i])
 
-    loader = torch.utils.data.DataLoader(PILFaces(), batch_size=a.batch_size, shuffle=True, num_workers=0)
-    # (3a) as usually written: float32, NCHW (one warm-up batch first: fp32 kernels are selected anew)
+    loader = torch.utils.data.DataLoader(PILFaces(), batch_size=batch_size, shuffle=True, num_workers=0)
+    # as usually written: float32, NCHW (one warm-up batch first: fp32 kernels are selected anew)
     m, o = fresh(channels_last=False)
-    step(m, o, xs[:a.batch_size].contiguous(), y[:a.batch_size], fast=False)
+    step(m, o, pre(x[:batch_size]).contiguous(), y[:batch_size], fast=False)
     m, o = fresh(channels_last=False)
     t = time.perf_counter()
     for xb, yb in loader:
         step(m, o, xb, yb, fast=False)
     naive = len(x) / (time.perf_counter() - t)
-    # (3b) the same data path feeding our compute settings
     m, o = fresh()
     t = time.perf_counter()
     for xb, yb in loader:
         step(m, o, xb.contiguous(memory_format=torch.channels_last), yb)
     naive_data = len(x) / (time.perf_counter() - t)
-
-    print(f"settings: n={len(x)} batch={a.batch_size} threads={a.threads} bf16={bf16} channels_last=True aug={a.aug}"
-          f" | naive: float32 NCHW")
-    print(f"train_throughput: pipeline={pipeline:.0f}img/s compute={compute:.0f}img/s naive={naive:.0f}img/s "
-          f"ratio_compute={pipeline / compute:.2f} ratio_naive={pipeline / naive:.2f} "
-          f"naive_data={naive_data:.0f}img/s ratio_data={pipeline / naive_data:.2f}")
+    return f"naive={naive:.0f}img/s naive_data={naive_data:.0f}img/s"
 
 
 if __name__ == "__main__":

@@ -1,23 +1,17 @@
 """FER Studio entry point: page config, navigation, shared sidebar, nothing else.
 
 Why so thin: each page is its own file in ``dashboard/views/`` and adding one is one line in
-``PAGES`` below. ``streamlit run dashboard/app.py`` puts only ``dashboard/`` on ``sys.path``, so
-the project root is added first to make ``fer_core`` and ``dashboard`` importable without
-installing the project.
+``PAGES`` below. ``fer_core`` and ``dashboard`` are imported as installed packages
+(``pip install -r requirements.txt`` installs the project, editable), so no ``sys.path`` edits.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard.components import sidebar  # noqa: E402
+from dashboard.components import sidebar
 
 # an emoji favicon: a ":material/…:" one is fetched from fonts.gstatic.com, which offline machines cannot reach
 st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")

@@ -17,13 +17,20 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import resources
-from fer_core.explain.attribution import colorize
+from fer_core.checkpoint import CheckpointError
+from fer_core.explain.colour import colorize
 from fer_core.gallery import SORT_KEYS, order_positions, page_bounds, top_probs
-from fer_core.runs import RunInfo
+from fer_core.model import LoadedRun, ModelUnavailable
+from fer_core.rundata import Predictions
+from fer_core.runs import RunError, RunInfo
 
 DATA_PATH_KEY = "fer_data_path"
 GALLERY_PER_PAGE = 36
 GALLERY_ZOOM = 3  # 48 px faces shown at 144 px, nearest-neighbour (CSS image-rendering: pixelated)
+# What loading a run's model can raise with a readable message (a missing/corrupt checkpoint, a
+# broken config, a run kind without a model here, weights that do not fit the architecture).
+MODEL_ERRORS: tuple[type[Exception], ...] = (CheckpointError, RunError, ModelUnavailable, RuntimeError,
+                                             ValueError)
 
 
 # --------------------------------------------------------------------------- sidebar
@@ -54,6 +61,10 @@ def run_label(info: RunInfo) -> str:
         tags.append("synthetic")
     if info.running:
         tags.append("training…")
+    if not info.has_model:
+        tags.append("curves only")
+    if info.config.get("kind") in ("foreign", "predictions"):
+        tags.append("imported")
     if info.error:
         tags.append("⚠ broken")
     return info.label + (f" ({', '.join(tags)})" if tags else "")
@@ -126,26 +137,37 @@ def query_run(runs: Sequence[RunInfo]) -> str | None:
     return None
 
 
+def default_run(runs: Sequence[RunInfo]) -> str:
+    """The run a page opens on (``runs`` must not be empty): one whose faces can be shown here.
+
+    The URL's ``?run=`` (see :func:`query_run`) first, else a shipped run whose data resolves on
+    this machine (SynthFER runs regenerate anywhere; a FER2013 run needs the user's copy in the
+    sidebar's data path or ``FER_DATA``), else the first run.
+    """
+    return query_run(runs) or next(
+        (str(r.path) for r in runs
+         if resources.is_shipped(r) and resources.run_data(r, data_path()).data.spec is not None),
+        str(runs[0].path))
+
+
 def pick_model_run(key: str, label: str = "Run") -> RunInfo | None:
     """Pick one run that has a readable config and checkpoint (for pages that load its model).
 
     Renders the explanation itself when there is nothing to pick and returns None then, so every
-    model page handles "no runs" and "only broken runs" the same way. The URL's ``?run=`` (see
-    :func:`query_run`) chooses the initial run.
+    model page handles "no runs" and "only broken runs" the same way. The initial run is
+    :func:`default_run`'s.
     """
     runs = resources.discover_runs()
     if not runs:
         no_runs_message()
         return None
-    usable = [r for r in runs if r.config and not r.error]
+    usable = [r for r in runs if r.config and not r.error and r.has_model]
     if not usable:
         for r in runs:
             run_problem(r)
         st.info("None of the runs found has a readable config and a checkpoint.")
         return None
-    default = query_run(usable) or next((str(r.path) for r in usable if resources.is_shipped(r)),
-                                        str(usable[0].path))
-    path = pick_run(usable, key, label, default=default)
+    path = pick_run(usable, key, label, default=default_run(usable))
     return runs_by_path(usable)[path]
 
 
@@ -166,22 +188,22 @@ def run_problem(info: RunInfo) -> None:
 def _votes_text(votes: np.ndarray | None) -> str:
     if votes is None:
         return ""
-    from fer_core.data.sources import FERPLUS_VOTE_NAMES
+    from fer_core.data.ferplus import FERPLUS_VOTE_NAMES
 
     parts = [f"{FERPLUS_VOTE_NAMES[i]} {int(v)}" for i, v in enumerate(votes) if v > 0]
     return "FER+ votes: " + (", ".join(parts) if parts else "none")
 
 
-# A gallery decorator gets the page's faces (N×H×W uint8) and their bundle positions and returns
-# the images to show instead (same order) plus a caption suffix per face, or None to keep the faces.
+# A gallery decorator gets the page's faces (N×H×W uint8) and their positions in the Predictions and
+# returns the images to show instead (same order) plus a caption suffix per face, or None to keep them.
 Decorator = Callable[[np.ndarray, np.ndarray], "tuple[list[np.ndarray], list[str]] | None"]
 
 
-def face_gallery(*, key: str, positions: np.ndarray, bundle: dict[str, Any], faces: Any,
+def face_gallery(*, key: str, positions: np.ndarray, pred: Predictions, faces: Any,
                  face_index: np.ndarray | None, classes: Sequence[str], synthetic: bool, reset_token: Any,
                  extra_caption: Callable[[int], str] | None = None,
                  per_page: int = GALLERY_PER_PAGE, decorate: Decorator | None = None) -> list[int]:
-    """Sortable, paginated faces of ``positions`` (positions in ``bundle``'s arrays).
+    """Sortable, paginated faces of ``positions`` (positions in ``pred``'s arrays).
 
     Each face is captioned with its dataset row id, predicted class and probability, the
     probability of its true class and, where the data has them, FER+ crowd votes; a table below
@@ -208,14 +230,14 @@ def face_gallery(*, key: str, positions: np.ndarray, bundle: dict[str, Any], fac
             st.session_state[page_key] = n_pages
         page = int(st.number_input(f"Page (of {n_pages})", min_value=1, max_value=n_pages, step=1,
                                    key=page_key))
-    probs, labels, rows = bundle["probs"], bundle["label"], bundle["row"]
+    probs, labels, rows = pred.probs, pred.label, pred.row
     ordered = order_positions(positions, probs, labels, rows, sort)
     start, stop, _ = page_bounds(n, page, per_page)
     shown = ordered[start:stop]
     with c3:
         st.caption(f"faces {start + 1}–{stop} of {n}" + (" · SynthFER (synthetic faces)" if synthetic else ""))
 
-    votes = bundle.get("ferplus_votes")
+    votes = pred.ferplus_votes
     captions, table = [], []
     for pos in shown:
         p, t = probs[pos], int(labels[pos])
@@ -282,14 +304,11 @@ def faces_over_maps(faces_u8: np.ndarray, maps: np.ndarray, limits: np.ndarray, 
     return [np.concatenate([np.repeat(f[..., None], 3, -1), sep, o], 0) for f, o in zip(faces_u8, over)]
 
 
-def explain_model_or_error(info: RunInfo) -> Any | None:
-    """The run's cached explain model, or None after showing why it cannot be loaded (the model
-    pages stop there instead of showing a traceback)."""
-    from fer_core.checkpoint import CheckpointError
-    from fer_core.runs import RunError
-
+def model_or_error(info: RunInfo) -> LoadedRun | None:
+    """The run's one shared :class:`LoadedRun`, or None after showing why it cannot be loaded (the
+    model pages stop there instead of showing a traceback)."""
     try:
-        return resources.explain_model(info.path)
-    except (CheckpointError, RunError, RuntimeError, ValueError) as exc:
+        return resources.loaded_run(info.path)
+    except MODEL_ERRORS as exc:
         st.error(f"Cannot load the model of {info.label}: {exc}")
         return None

@@ -1,4 +1,4 @@
-"""Command line: ``python -m fer_core {train,evaluate,predict,export,models,summary,synth}``.
+"""Command line: ``python -m fer_core {train,evaluate,predict,export,import,history,report,models,summary,synth}``.
 
 Results go to stdout (a run directory, one JSON line, a table); progress and messages go to
 stderr, so the output can be piped. Bad input ends with a one-line error and exit code 2, not a
@@ -120,10 +120,11 @@ def cmd_models(a: argparse.Namespace) -> int:
 def cmd_summary(a: argparse.Namespace) -> int:
     from fer_core.models import create_model
     from fer_core.models.summary import format_table, summarize
-    from fer_core.runs import is_run_dir, load_model
+    from fer_core.model import LoadedRun
+    from fer_core.runs import is_run_dir
 
     if is_run_dir(Path(a.model)):
-        model = load_model(a.model).model
+        model = LoadedRun(a.model).module()
     else:
         model = create_model(a.model, **_kv(a.model_kw or []))
     rows = summarize(model)
@@ -134,7 +135,7 @@ def cmd_summary(a: argparse.Namespace) -> int:
 def cmd_synth(a: argparse.Namespace) -> int:
     from PIL import Image
 
-    from fer_core.data.sources import open_dataset
+    from fer_core.data import open_dataset
 
     faces = open_dataset(f"synthetic:n={a.n},seed={a.seed}")
     out = Path(a.out)
@@ -147,14 +148,88 @@ def cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(a: argparse.Namespace) -> int:
-    from fer_core.predictor import main_predict  # added with the Live issue
+def prediction_records(file: str, pred: Any) -> list[dict[str, Any]]:
+    """``predict``'s JSON objects for one image (``pred``: a :class:`fer_core.live.faces.Prediction`):
+    one per face, or one with ``box: null`` + ``error`` when it has no face."""
+    from fer_core.live.faces import NO_FACE
 
-    return main_predict(a)
+    if not pred.faces:
+        return [{"file": file, "box": None, "error": pred.error or NO_FACE}]
+    out = []
+    for f in pred.faces:
+        rec: dict[str, Any] = {"file": file,
+                               "box": list(f.box) if f.box is not None else [0, 0, *pred.image_size],
+                               "probs": f.probs_dict(), "top": f.top}
+        if f.box is None:
+            rec["whole_image"] = True
+        out.append(rec)
+    return out
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    """``python -m fer_core predict RUN IMAGE… [--detector NAME] [--whole-image]``.
+
+    One JSON line per face on stdout; an unreadable file or a file with no face gives one line
+    with ``"box": null`` and ``"error"``, and the remaining files go on. The model is loaded once.
+    Exit code 0 when every file could be read, 1 when at least one could not (no face is not a
+    failure), 2 for a bad run directory or detector name (raised to :func:`main`).
+    """
+    from fer_core.live.faces import ImageError, load_image
+    from fer_core.model import LoadedRun
+
+    predictor = LoadedRun(a.run, detector=getattr(a, "detector", None))
+    predictor.get_detector()  # an unknown detector name is an error before any file is read
+    whole = bool(getattr(a, "whole_image", False))
+    bad = 0
+    for file in a.images:
+        try:
+            pred = predictor.predict(load_image(file), whole_image=whole)
+            recs = prediction_records(file, pred)
+        except ImageError as exc:
+            bad += 1
+            recs = [{"file": file, "box": None, "error": str(exc)}]
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            bad += 1
+            recs = [{"file": file, "box": None, "error": f"{type(exc).__name__}: {exc}"}]
+        for r in recs:
+            sys.stdout.write(json.dumps(r) + "\n")
+        sys.stdout.flush()
+    if bad:
+        print(f"{bad} of {len(a.images)} file(s) could not be read", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    from fer_core.foreign.importer import import_model
+
+    try:
+        kwargs = json.loads(a.kwargs) if a.kwargs else None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--kwargs is not valid JSON ({exc})") from None
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError("--kwargs must be a JSON object, e.g. '{\"channels\": [64, 128, 512]}'")
+    r = import_model(a.model, a.name, out=a.out, input=a.input, layout=a.layout, value_range=a.range,
+                     mean=a.mean, std=a.std, classes=a.classes, data=a.data, history=a.history,
+                     predictions=a.predictions, split=a.split, code=a.code, kwargs=kwargs, trust_code=a.trust_code)
+    print(f"probe: {r.probe}", file=sys.stderr)
+    for note in r.notes:
+        print(note, file=sys.stderr)
+    if a.data and a.model and not a.predictions and not a.no_eval:
+        from fer_core.evaluate import evaluate_run
+
+        for split in ("val", "test"):
+            try:
+                ev = evaluate_run(r.run, split=split)
+                print(f"{split}: accuracy {ev['accuracy']:.4f} macro_f1 {ev['macro_f1']:.4f} (n={ev['n']})",
+                      file=sys.stderr)
+            except (ValueError, RuntimeError) as exc:  # e.g. no such split in the data
+                print(f"{split}: not evaluated ({exc})", file=sys.stderr)
+    print(r.run)
+    return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from fer_core.onnx_runtime import OnnxUnavailable, save_onnx
+    from fer_core.live.onnx_runtime import OnnxUnavailable, save_onnx
 
     try:
         info = save_onnx(a.run, a.out, which=a.checkpoint, probs=not a.logits)
@@ -164,6 +239,37 @@ def cmd_export(a: argparse.Namespace) -> int:
           f"input x: N×1×S×S standardised as in metadata fer_studio.preprocess, output {info['fer_studio.output']}",
           file=sys.stderr)
     print(json.dumps(info))
+    return 0
+
+
+def cmd_history(a: argparse.Namespace) -> int:
+    """``python -m fer_core history RUN PATH``: PATH's curves replace RUN's metrics.csv."""
+    from fer_core.foreign.history import import_history
+
+    h = import_history(a.run, a.path)
+    print(h.describe(), file=sys.stderr)
+    for note in h.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(a.run)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    """``python -m fer_core report RUN``: the run's whole analysis as one self-contained file.
+
+    Progress goes to stderr, the written path to stdout.
+    """
+    from fer_core.report import write_report
+
+    fmt = a.format
+    out = a.out or f"report.{fmt}"
+
+    def progress(frac: float, message: str) -> None:
+        print(f"[{frac:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    path = write_report(a.run, out, fmt=fmt, data=a.data, compare=a.compare or (), split=a.split,
+                        progress=None if a.quiet else progress)
+    print(path)
     return 0
 
 
@@ -192,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--aug", choices=["none", "basic", "strong"], default=None)
     t.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE")
     t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the train/val slice (default: --seed); keep it fixed across ensemble members")
     t.add_argument("--val-fraction", type=float, default=None)
     t.add_argument("--skip-bad-rows", action="store_true", default=None)
     t.add_argument("--ferplus", default=None, help="FER+ fer2013new.csv to attach crowd votes")
@@ -232,6 +340,51 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", default="best", choices=["best", "last"])
     ex.add_argument("--logits", action="store_true", help="output logits instead of probabilities")
     ex.set_defaults(func=cmd_export)
+
+    im = sub.add_parser("import", help="make a run of a model trained elsewhere (TorchScript, torch.export, "
+                                       "ONNX, state_dict + code) or of its predictions; prints the run directory")
+    im.add_argument("model", nargs="?", default=None, help="model file (format detected from its content)")
+    im.add_argument("--name", required=True, help="run directory name")
+    im.add_argument("--out", default="runs", help="folder for the run (default runs/)")
+    im.add_argument("--input", default=None, metavar="CxHxW",
+                    help="input channels x height x width (default: from the model where it says, else 1x48x48)")
+    im.add_argument("--layout", choices=["nchw", "nhwc"], default=None,
+                    help="tensor layout (default: from the model's input shape where it says, else nchw)")
+    im.add_argument("--range", choices=["unit", "255", "standard"], default="unit",
+                    help="input values: unit = pixels/255 (default), 255 = raw pixels, standard = (pixels/255-mean)/std")
+    im.add_argument("--mean", type=float, default=None, help="with --range standard")
+    im.add_argument("--std", type=float, default=None, help="with --range standard")
+    im.add_argument("--classes", default=None, help="output class names in order, comma-separated "
+                                                    "(default: FER2013's 7; FER+ names are mapped, contempt dropped)")
+    im.add_argument("--data", default=None, help="dataset spec to evaluate on (the Errors page's faces)")
+    im.add_argument("--history", default=None, help="training log: Keras/Lightning CSV, Keras JSON, TensorBoard dir")
+    im.add_argument("--predictions", default=None, help="CSV of per-face predictions (row, label, probabilities)")
+    im.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of --predictions")
+    im.add_argument("--code", default=None, metavar="FILE.py:Class", help="the network's class for a state_dict")
+    im.add_argument("--kwargs", default=None, metavar="JSON", help="keyword arguments for the class")
+    im.add_argument("--trust-code", action="store_true",
+                    help="allow running your code (--code) or unpickling a whole pickled model")
+    im.add_argument("--no-eval", action="store_true", help="skip evaluating on --data after the import")
+    im.set_defaults(func=cmd_import)
+
+    hi = sub.add_parser("history", help="read a training log (Keras/Lightning CSV, Keras JSON, TensorBoard) "
+                                        "into a run's metrics.csv")
+    hi.add_argument("run", help="the run directory")
+    hi.add_argument("path", help="the log file or folder (TensorBoard log dir, Lightning version_N)")
+    hi.set_defaults(func=cmd_history)
+
+    rp = sub.add_parser("report", help="write a run's whole analysis as one self-contained HTML (or PDF) file")
+    rp.add_argument("run")
+    rp.add_argument("--data", default=None, metavar="PATH",
+                    help="your copy of the run's data (file or folder; default $FER_DATA); SynthFER regenerates")
+    rp.add_argument("--compare", nargs="*", default=[], metavar="RUN", help="runs overlaid in the history section")
+    rp.add_argument("--out", default=None, help="output file (default report.html / report.pdf)")
+    rp.add_argument("--split", default="test", choices=["train", "val", "test"],
+                    help="split of the confusion, saliency and filter sections")
+    rp.add_argument("--format", default="html", choices=["html", "pdf"],
+                    help="pdf: Chromium's print-to-PDF via Playwright (needs both installed)")
+    rp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    rp.set_defaults(func=cmd_report)
 
     sub.add_parser("models", help="list registered architectures").set_defaults(func=cmd_models)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -19,22 +19,29 @@ import torchvision.transforms.v2.functional as TF
 
 from fer_core.checkpoint import atomic_write_bytes, atomic_write_text
 from fer_core.data.faceset import FaceSet
-from fer_core.data.sources import FERPLUS_VOTE_NAMES
+from fer_core.data.ferplus import FERPLUS_VOTE_NAMES
 from fer_core.preprocess import Preprocess
-from fer_core.runs import eval_path, load_model, read_config
+from fer_core.runs import eval_path, read_config
 
 TTA_MODES: tuple[str, ...] = ("none", "flip", "tencrop")
 TENCROP_SIZE = 44  # crops of 44 px from 48 px faces, resized back to the model's input
 
 
 @torch.inference_mode()
-def predict_probs(model: nn.Module, x_u8: torch.Tensor, preprocess: Preprocess, *, tta: str = "none",
-                  batch_size: int = 512, device: str | torch.device = "cpu") -> np.ndarray:
-    """Softmax probabilities (N×C float32) in eval mode; ``tta`` averages over views."""
+def predict_probs(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x_u8: torch.Tensor,
+                  preprocess: Preprocess, *, tta: str = "none", batch_size: int = 512,
+                  device: str | torch.device = "cpu") -> np.ndarray:
+    """Softmax probabilities (N×C float32) in eval mode; ``tta`` averages over views.
+
+    ``model`` is a module or any callable from model input to logits (e.g. ONNX Runtime on an
+    imported graph); a module is put in eval mode for the call and restored afterwards.
+    """
     if tta not in TTA_MODES:
         raise ValueError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
-    was_training = model.training
-    model.eval()
+    is_module = isinstance(model, nn.Module)
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
     out = []
     try:
         for i in range(0, len(x_u8), batch_size):
@@ -49,7 +56,8 @@ def predict_probs(model: nn.Module, x_u8: torch.Tensor, preprocess: Preprocess, 
             p = torch.stack([model(preprocess.standardize(v)).float().softmax(1) for v in views]).mean(0)
             out.append(p.cpu())
     finally:
-        model.train(was_training)
+        if is_module:
+            model.train(was_training)
     return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
@@ -110,31 +118,39 @@ def mislabel_scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarr
 def evaluate_run(run: str | os.PathLike, *, data: str | None = None, split: str = "test",
                  tta: str = "none", which: str = "best", write: bool = True,
                  faces: FaceSet | None = None, batch_size: int = 512,
-                 ferplus: str | None = None) -> dict[str, Any]:
+                 ferplus: str | None = None, model: Any = None) -> dict[str, Any]:
     """Evaluate a run's model on a split of its own data (or of ``data``) and cache the results.
 
     The model's stored preprocessing is applied whatever the source, so a user can point a run at
-    their own copy of FER2013 (or a PrivateTest-only file) and get comparable figures.
+    their own copy of FER2013 (or a PrivateTest-only file) and get comparable figures. Without
+    ``data`` the run's own data is found by :func:`fer_core.rundata.resolve_data` (``FER_DATA``
+    included); ``model`` is an already loaded :class:`fer_core.model.LoadedRun` of the run.
     """
+    from fer_core.model import LoadedRun
+
     run = Path(run)
     cfg = read_config(run)
-    spec = data or cfg["data"]
     if faces is None:
-        from fer_core.data.sources import open_dataset
+        from fer_core.data.spec import open_dataset
+        from fer_core.rundata import DataUnavailable, resolve_data
 
-        train_cfg = cfg.get("train", {})
-        faces = open_dataset(spec, val_fraction=float(train_cfg.get("val_fraction", 0.1)),
-                             seed=int(train_cfg.get("seed", cfg.get("seed", 0))),
-                             ferplus=ferplus or (train_cfg.get("ferplus") if data is None else None))
+        choice = resolve_data(cfg if data is None else {**cfg, "data": data}, None if data is None else "")
+        if data is None and choice.spec is None:
+            raise DataUnavailable(choice.note or "no data")
+        spec = data or str(choice.spec)  # an explicit --data is used as given (its errors name it)
+        faces = open_dataset(spec, val_fraction=choice.val_fraction, seed=choice.seed,
+                             ferplus=ferplus or (choice.ferplus if data is None else None))
+    else:
+        spec = data or cfg["data"]
     part = faces.select(split)
     labels = part.y.numpy()
     if (labels < 0).any():
         raise ValueError(f"the {split!r} split of {spec} is unlabeled: accuracy cannot be computed "
                          "(use `python -m fer_core predict` for unlabeled faces)")
-    lm = load_model(run, which=which)
-    probs = predict_probs(lm.model, part.x, lm.preprocess, tta=tta, batch_size=batch_size)
+    lm = model if model is not None and model.which == which else LoadedRun(run, which=which)
+    probs = lm.probs(part.x, tta=tta, batch_size=batch_size)
     result = compute_metrics(labels, probs, lm.classes or faces.classes)
-    result.update({"split": split, "data": spec, "tta": tta, "checkpoint": lm.path.name,
+    result.update({"split": split, "data": spec, "tta": tta, "checkpoint": lm.checkpoint.name,
                    "epoch": lm.epoch})
     if part.ferplus_votes is not None:
         result["ferplus"] = ferplus_error_report(labels, probs.argmax(1), part.ferplus_votes)

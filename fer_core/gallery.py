@@ -6,8 +6,9 @@ pagination, the difference matrix of two runs, the faces that flipped between th
 keys differ between runs, curve smoothing -- is plain numpy/pandas here, so it is unit-testable,
 benchmarkable without a browser, and reusable by a notebook or the CLI.
 
-Positions below are positions in a prediction bundle (``eval/<split>.npz`` arrays), not dataset
-row ids; the bundle's ``index`` maps a position to the FaceSet and ``row`` to the user's file.
+Positions below are positions in a run's :class:`~fer_core.rundata.Predictions` (the order of its
+``eval/<split>.npz`` arrays), not dataset row ids; its ``index`` maps a position to the FaceSet and
+``row`` to the user's file.
 """
 
 from __future__ import annotations

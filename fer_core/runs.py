@@ -60,6 +60,8 @@ class RunInfo:
     error: str | None = None
     epochs_done: int = 0
     running: bool = False
+    modified: float = 0.0     # when the run last changed (newest metrics.csv / config.json write)
+    has_model: bool = True    # False for a RunLogger run whose loop has not saved a model yet (curves only)
 
     @property
     def label(self) -> str:
@@ -97,10 +99,15 @@ def inspect_run(path: str | os.PathLike) -> RunInfo:
         info.epochs_done = int(metrics["epoch"].max()) if len(metrics) else 0
         target = int(info.config.get("train", {}).get("epochs", 0) or 0)
         mtime = (path / "metrics.csv").stat().st_mtime if (path / "metrics.csv").exists() else 0
+        info.modified = max(mtime, (path / "config.json").stat().st_mtime)
         info.running = (info.epochs_done < target and not info.config.get("finished")
                         and time.time() - mtime < RUNNING_WINDOW_S)
-        if not (path / "best.pt").exists() and not (path / "last.pt").exists():
-            info.error = "no checkpoint (best.pt / last.pt) in this run"
+        if not checkpoint_file(path, config=info.config).exists() and info.config.get("logged_by"):
+            info.has_model = False  # a user's loop logging curves; its model comes with save_model()
+        elif not checkpoint_file(path, config=info.config).exists():
+            info.error = ("no checkpoint (best.pt / last.pt) in this run"
+                          if info.config.get("kind", "registry") == "registry" else
+                          "its model file is missing")
     except RunError as exc:
         info.error = str(exc)
     return info
@@ -168,50 +175,27 @@ def read_predictions(run: str | os.PathLike, split: str, tta: str = "none") -> d
         return {k: z[k] for k in z.files}
 
 
-@dataclass
-class LoadedModel:
-    """A model ready for inference, with the preprocessing it was trained with."""
+def checkpoint_file(run: str | os.PathLike, which: str = "best", config: dict[str, Any] | None = None) -> Path:
+    """The file the run's model is loaded from (its version keys the caches).
 
-    model: nn.Module
-    preprocess: Preprocess
-    config: dict[str, Any]
-    path: Path
-    epoch: int
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return tuple(self.config.get("classes", ()))
-
-
-def checkpoint_file(run: str | os.PathLike, which: str = "best") -> Path:
+    Our runs: ``best.pt`` / ``last.pt``. Imported runs (``kind: foreign``): the model file named in
+    ``config.json``; predictions-only runs: ``config.json`` itself (they have no model).
+    """
     run = Path(run)
+    if config is None:
+        try:
+            config = read_config(run)
+        except RunError:
+            config = {}
+    kind = config.get("kind", "registry")
+    if kind == "foreign":
+        return run / str((config.get("foreign") or {}).get("file", "model"))
+    if kind == "predictions":
+        return run / "config.json"
     p = run / f"{which}.pt"
     if not p.exists() and which == "best" and (run / "last.pt").exists():
         p = run / "last.pt"  # a run killed before its first best.pt still has a model
     return p
-
-
-def load_model(run: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model from the run's own config and load its weights (``weights_only=True``).
-
-    Stored fp16 weights (exported runs) are cast to the model's fp32 parameters by
-    ``load_state_dict``; evaluation figures of exported runs are computed on exactly those weights.
-    """
-    from fer_core.models import create_model
-
-    run = Path(run)
-    config = read_config(run)
-    path = checkpoint_file(run, which)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    model = create_model(config["model"], num_classes=len(config.get("classes", [])) or 7,
-                         **config.get("model_kwargs", {}))
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not match model {config['model']!r}: {exc}") from None
-    model.to(device).eval()
-    return LoadedModel(model=model, preprocess=Preprocess.from_dict(config["preprocess"]),
-                       config=config, path=path, epoch=int(ckpt.get("epoch", 0)))
 
 
 def new_run_dir(root: str | os.PathLike = "runs", name: str | None = None) -> Path:
@@ -232,14 +216,24 @@ def export_run(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = T
     Floating-point weights are stored as fp16 when ``half`` (they are cast back to fp32 on load);
     the optimizer state and ``last.pt`` are dropped (an exported run is for inspection, not for
     resuming). Evaluate the exported run afterwards so its ``eval/`` figures describe exactly the
-    weights that ship.
+    weights that ship. The data spec is stored without its directory (``data_ref`` names the
+    file), so no absolute path of the training machine ships.
     """
     from fer_core.checkpoint import save_checkpoint
 
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
+    from fer_core.rundata import data_ref, portable_spec
+
     config = read_config(src)
     config["exported"] = {"from": src.name, "dtype": "float16" if half else "float32"}
+    # no path of the training machine ships: the data is found on the user's machine by file name
+    spec = str(config.get("data", ""))
+    if spec:
+        config["data_ref"] = data_ref(spec)
+        config["data"] = portable_spec(spec)
+        if isinstance(config.get("train"), dict):
+            config["train"]["data"] = config["data"]
     ck = load_checkpoint(checkpoint_file(src, "best"))
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["state_dict"].items()}
     keep = {k: ck[k] for k in ("epoch", "best_val_acc", "best_epoch", "val_acc", "elapsed_s") if k in ck}

@@ -6,8 +6,8 @@ checkpoint so the run can be rebuilt from it alone).
 
 Why no DataLoader: FER faces are tiny (a whole FER2013 is ~80 MB as uint8), so the training set
 lives in memory as one tensor and batches are index slices; augmentation runs batched on tensors
-(:mod:`fer_core.augment`). That keeps the input pipeline within ~10% of model compute on a
-2-core CPU (bench/train_throughput.py).
+(:mod:`fer_core.augment`), so the input pipeline costs little next to model compute
+(``bench/train_throughput.py`` measures the two).
 
 Reproducibility: every epoch's shuffling, augmentation and dropout draw from RNGs seeded by
 ``(seed, epoch)``, so a resumed run continues exactly as an uninterrupted one would and the same
@@ -19,8 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
-import platform
-import sys
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,10 +31,10 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-import fer_core
 from fer_core.augment import PRESETS, build_augment
 from fer_core.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from fer_core.data.faceset import FaceSet
+from fer_core.device import DistInfo, cpu_bf16_supported, resolve_device, setup_distributed, versions
 from fer_core.models import create_model
 from fer_core.preprocess import Preprocess
 from fer_core.runs import METRIC_COLUMNS, new_run_dir, read_config, read_metrics, write_config
@@ -65,6 +64,8 @@ class TrainConfig:
     aug: str = "basic"                # none | basic | strong
     early_stop: int = 0               # patience in epochs on val accuracy; 0 = off
     seed: int = 0
+    split_seed: int | None = None     # seed of the train/val slice; None = ``seed`` (ensemble members
+                                      # vary ``seed`` but must share one validation slice)
     val_fraction: float = 0.1
     skip_bad_rows: bool = False
     ferplus: str | None = None
@@ -90,58 +91,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-# ----------------------------------------------------------------------------- environment
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when started by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank=torch_dist.get_rank(), world=torch_dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but no CUDA GPU is available; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("--device mps requested but MPS is not available; use --device cpu or auto")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
-    return torch.device(name, local_rank) if name == "cuda" else torch.device(name)
-
-
-def cpu_bf16_supported() -> bool:
-    """True when this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
-
-
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.bf16 == "off" or device.type != "cpu":
         return False
@@ -151,12 +100,10 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return supported
 
 
-def versions() -> dict[str, str]:
-    import torchvision
-
-    # str(): torch.__version__ is a TorchVersion object, which weights_only loading rejects.
-    return {"fer_core": str(fer_core.__version__), "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__), "python": platform.python_version()}
+def split_seed_of(train_cfg: dict[str, Any], default: int = 0) -> int:
+    """The seed that drew a run's train/val slice (``split_seed``, else the run's ``seed``)."""
+    v = train_cfg.get("split_seed")
+    return int(v) if v is not None else int(train_cfg.get("seed", default))
 
 
 # ----------------------------------------------------------------------------- loops
@@ -277,8 +224,9 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, preproc
 
 # ----------------------------------------------------------------------------- fit
 
-def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    # No weight decay on BatchNorm and bias parameters (standard practice; decaying them hurts).
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW/Adam/SGD-Nesterov over two groups: weight decay on weights, none on BatchNorm and biases
+    (standard practice; decaying them hurts)."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
@@ -323,6 +271,27 @@ def build_run_config(cfg: TrainConfig, faces: FaceSet, preprocess: Preprocess) -
     }
 
 
+def _open_run_dir(cfg: TrainConfig, run_dir: str | os.PathLike | None, runs_root: str | os.PathLike,
+                  dist: DistInfo) -> tuple[Path, bool]:
+    """The new run's directory (made by rank 0; every rank gets its name) and whether we made it."""
+    created = False
+    if dist.is_main:
+        if run_dir is None:
+            run_path = new_run_dir(runs_root, f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+            created = True
+        else:
+            run_path = Path(run_dir)
+            created = not run_path.exists()
+            run_path.mkdir(parents=True, exist_ok=True)
+    else:
+        run_path = Path(run_dir) if run_dir is not None else Path(os.devnull)
+    if dist.enabled:
+        obj = [str(run_path)]
+        torch_dist.broadcast_object_list(obj, src=0)
+        run_path = Path(obj[0])
+    return run_path, created
+
+
 def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None, *,
         resume: str | os.PathLike | None = None, progress: Progress | None = None,
         faces: FaceSet | None = None, runs_root: str | os.PathLike = "runs",
@@ -351,9 +320,9 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
     torch.manual_seed(cfg.seed)
 
     if faces is None:
-        from fer_core.data.sources import open_dataset
+        from fer_core.data import open_dataset
 
-        faces = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed,
+        faces = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=split_seed_of(asdict(cfg)),
                              skip_bad_rows=cfg.skip_bad_rows, ferplus=cfg.ferplus)
     train, val = faces.select("train"), faces.select("val")
     if not train.labeled:
@@ -367,52 +336,57 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
     else:
         preprocess = Preprocess.fit(train.x, normalize=cfg.normalize)
         config = build_run_config(cfg, faces, preprocess)
-        if dist.is_main:
-            run_path = Path(run_dir) if run_dir is not None else new_run_dir(runs_root, f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-            run_path.mkdir(parents=True, exist_ok=True)
-        else:
-            run_path = Path(run_dir) if run_dir is not None else Path(os.devnull)
-        if dist.enabled:  # every rank needs rank 0's run directory name
-            obj = [str(run_path)]
-            torch_dist.broadcast_object_list(obj, src=0)
-            run_path = Path(obj[0])
-    if dist.is_main:
-        write_config(run_path, config)
 
-    model = create_model(cfg.model, num_classes=len(faces.classes), **cfg.model_kwargs).to(device)
+    # Everything that bad input can break (model name and kwargs, augmentation, optimizer) is
+    # built before a new run directory exists, so a typo leaves nothing behind.
+    try:
+        model = create_model(cfg.model, num_classes=len(faces.classes), **cfg.model_kwargs).to(device)
+    except TypeError as exc:  # an unknown kwarg: a user error like an unknown name, not a crash
+        raise ValueError(f"model {cfg.model!r} does not take these kwargs {cfg.model_kwargs}: {exc}") from exc
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model)
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
                if cfg.schedule == "plateau" else None)
     ema = None
     if cfg.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    augment = build_augment(cfg.aug).to(device)
 
+    created = False
+    if resume is None:
+        run_path, created = _open_run_dir(cfg, run_dir, runs_root, dist)
     start_epoch, best_acc, best_epoch, elapsed = 1, -1.0, 0, 0.0
     last = run_path / "last.pt"
-    if resume is not None and last.exists():
-        ck = load_checkpoint(last)
-        model.load_state_dict(ck.get("train_state_dict", ck["state_dict"]))
-        optimizer.load_state_dict(ck["optimizer"])
-        if plateau is not None and ck.get("plateau"):
-            plateau.load_state_dict(ck["plateau"])
-        if ema is not None and "state_dict" in ck:
-            ema.module.load_state_dict(ck["state_dict"])
-            ema.n_averaged.fill_(int(ck.get("ema_n", 1)))
-        start_epoch = int(ck["epoch"]) + 1
-        best_acc, best_epoch = float(ck.get("best_val_acc", -1.0)), int(ck.get("best_epoch", 0))
-        elapsed = float(ck.get("elapsed_s", 0.0))
+    try:
         if dist.is_main:
-            _truncate_metrics(run_path, int(ck["epoch"]))
-    elif resume is not None and dist.is_main:
-        _truncate_metrics(run_path, 0)  # killed before the first epoch finished: start over
+            write_config(run_path, config)
+        if resume is not None and last.exists():
+            ck = load_checkpoint(last)
+            model.load_state_dict(ck.get("train_state_dict", ck["state_dict"]))
+            optimizer.load_state_dict(ck["optimizer"])
+            if plateau is not None and ck.get("plateau"):
+                plateau.load_state_dict(ck["plateau"])
+            if ema is not None and "state_dict" in ck:
+                ema.module.load_state_dict(ck["state_dict"])
+                ema.n_averaged.fill_(int(ck.get("ema_n", 1)))
+            start_epoch = int(ck["epoch"]) + 1
+            best_acc, best_epoch = float(ck.get("best_val_acc", -1.0)), int(ck.get("best_epoch", 0))
+            elapsed = float(ck.get("elapsed_s", 0.0))
+            if dist.is_main:
+                _truncate_metrics(run_path, int(ck["epoch"]))
+        elif resume is not None and dist.is_main:
+            _truncate_metrics(run_path, 0)  # killed before the first epoch finished: start over
+        net: nn.Module = model
+        if dist.enabled:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+    except BaseException:
+        if created:  # a failure before training started: remove the directory this call made
+            shutil.rmtree(run_path, ignore_errors=True)
+        raise
 
-    net: nn.Module = model
-    if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    augment = build_augment(cfg.aug).to(device)
     eval_model = ema.module if ema is not None else model
     stale = 0
     try:

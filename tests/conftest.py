@@ -18,6 +18,20 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def _entries(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_writes_to_project_runs():
+    """Tests write runs under tmp_path only: fail the session if one appeared in the project's runs/."""
+    runs = ROOT / "runs"
+    before = _entries(runs)
+    yield
+    new = sorted(_entries(runs) - before)
+    assert not new, f"tests created {[str(runs / n) for n in new]}; pass --out/runs_root under tmp_path"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED / "fer2013_train_publictest.npz").is_file():

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fer_core.explain.attribution import (METHODS, cell_mean_maps, color_limits, colorize, explain,
-                                          explain_contrastive, layer_table, make_baseline, method_notes,
-                                          randomize_top, resolve_target, sanity_check, spearman)
+from fer_core.explain.attribution import (METHODS, cell_mean_maps, explain, explain_contrastive, layer_table,
+                                          make_baseline, method_notes, resolve_target)
+from fer_core.explain.colour import color_limits, colorize, heat_overlay
+from fer_core.explain.sanity import randomize_top, sanity_check, spearman
 from fer_core.preprocess import Preprocess
 
 S = 8  # side of the tiny models' input
@@ -243,6 +244,45 @@ def test_color_limits_and_colorize() -> None:
     lim = color_limits(spiky, shared=False, signed=False, percentile=98)[0]
     assert lim[0] == 0 and lim[1] == pytest.approx(np.percentile(spiky, 98)) and lim[1] < 2
     np.testing.assert_allclose(color_limits(maps, shared=True, signed=False, percentile=100), shared)
+
+
+def test_heat_overlay_uses_the_colorize_colours() -> None:
+    """The live view's overlay and the attribution pages colour the same map identically."""
+    g = np.random.default_rng(0)
+    crop = g.integers(0, 256, (6, 6), dtype=np.uint8)
+    amap = g.random((6, 6)) * 3.0
+    amap[0, 0] = 0.0                                          # unsigned limits [0, max]
+    lim = color_limits(amap, shared=False, signed=False)
+    for alpha in (0.45, 1.0):
+        np.testing.assert_array_equal(heat_overlay(crop, amap, alpha=alpha),
+                                      colorize(amap, lim, signed=False, faces=crop, alpha=alpha))
+    # negative values are dropped, NaN is 0, a small map is resized to the crop
+    signed = amap - 1.0
+    expect = colorize(np.clip(signed, 0, None), np.array([[0.0, signed.max()]]), signed=False, faces=crop, alpha=0.5)
+    signed[1, 1] = np.nan
+    expect[1, 1] = colorize(np.zeros((1, 1)), np.array([[0.0, 1.0]]), signed=False, faces=crop[1:2, 1:2], alpha=0.5)[0, 0]
+    np.testing.assert_array_equal(heat_overlay(crop, signed, alpha=0.5), expect)
+    big = heat_overlay(np.zeros((24, 30), np.uint8), amap)
+    assert big.shape == (24, 30, 3) and big.dtype == np.uint8 and big.max() > 0
+
+
+def test_guard_reports_a_leaked_hook_and_restores_requires_grad() -> None:
+    from fer_core.explain.guard import HookLeak, model_guard
+
+    m = Linear()
+    m.fc.bias.requires_grad_(False)
+    with pytest.raises(HookLeak):
+        with model_guard(m):
+            handle = m.fc.register_forward_hook(lambda *a: None)
+            m.fc.weight.requires_grad_(False)
+            m.fc.bias.requires_grad_(True)
+    handle.remove()
+    assert m.fc.weight.requires_grad and not m.fc.bias.requires_grad
+    with pytest.raises(ValueError, match="inner"):          # an error inside is not replaced by the leak
+        with model_guard(m):
+            handle = m.fc.register_forward_hook(lambda *a: None)
+            raise ValueError("inner")
+    handle.remove()
 
 
 def test_cell_mean_maps_linear() -> None:

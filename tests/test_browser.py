@@ -54,7 +54,7 @@ def _require_browser() -> None:
 @pytest.fixture(scope="module")
 def browser_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _require_browser()
-    from fer_core.data.sources import open_dataset
+    from fer_core.data.spec import open_dataset
     from fer_core.evaluate import evaluate_run
     from fer_core.train import TrainConfig, fit
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_core.data.sources import open_dataset
+from fer_core.data import open_dataset
 from fer_core.runs import read_config, read_eval, read_metrics, read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,7 @@ def test_choose_tta_on_validation_becomes_the_evaluate_default(trained_run, tmp_
     assert json.loads(r.stdout.strip().splitlines()[-1])["tta"] == "none"
 
 
+@pytest.mark.slow
 def test_evaluate_on_another_source_with_only_a_test_split(trained_run, tmp_path):
     faces = open_dataset("synthetic:n=300,seed=5")
     npz = tmp_path / "private.npz"
@@ -93,7 +94,7 @@ def test_export_onnx_with_preprocessing_metadata(trained_run, tmp_path):
     import torch
 
     from fer_core.preprocess import Preprocess
-    from fer_core.runs import load_model
+    from fer_core.model import LoadedRun
 
     out = tmp_path / "deploy" / "model.onnx"
     r = cli("export", str(trained_run), str(out))
@@ -105,7 +106,7 @@ def test_export_onnx_with_preprocessing_metadata(trained_run, tmp_path):
     meta = sess.get_modelmeta().custom_metadata_map
     classes = json.loads(meta["fer_studio.classes"])
     pre = Preprocess(**json.loads(meta["fer_studio.preprocess"]))
-    lm = load_model(trained_run)
+    lm = LoadedRun(trained_run)
     assert classes == list(lm.classes) and pre == lm.preprocess
     faces = open_dataset("synthetic:n=40,seed=3").x[:8]          # uint8 faces, preprocessed from metadata only
     probs = sess.run(None, {"x": pre(faces).numpy()})[0]
@@ -137,14 +138,28 @@ def test_synth_writes_an_image_folder_that_loads_back(tmp_path):
 
 
 def test_bad_input_is_one_clear_line(tmp_path):
-    r = cli("train", "--data", str(tmp_path / "nope.csv"), "--epochs", "1")
+    out = tmp_path / "runs"
+    r = cli("train", "--data", str(tmp_path / "nope.csv"), "--epochs", "1", "--out", str(out))
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
-    r = cli("train", "--model", "cnn5", "--epochs", "1", "--data", "synthetic:n=100")
+    r = cli("train", "--model", "cnn5", "--epochs", "1", "--data", "synthetic:n=100", "--out", str(out))
     assert r.returncode == 2 and "cnn4" in r.stderr
+    assert not out.exists(), "a typo must leave no run directory"
     r = cli("evaluate", str(tmp_path))
     assert r.returncode == 2 and "config.json" in r.stderr
 
 
+@pytest.mark.parametrize("bad", [["--model-kw", "nope=1"], ["--model-kw", "channels=[8,8]"]],
+                         ids=["unknown-kwarg", "bad-kwarg-value"])
+def test_bad_model_kwargs_leave_no_run_directory(tmp_path, bad):
+    """Bad model kwargs are reported before the run directory exists: nothing under --out, nor
+    --out itself (the model-name typo is checked in test_bad_input_is_one_clear_line)."""
+    out = tmp_path / "runs"
+    r = cli("train", *bad, "--epochs", "1", "--data", "synthetic:n=100", "--out", str(out), "--quiet")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path):
     """DistributedDataParallel with gloo: 2 ranks train, only rank 0 writes the run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

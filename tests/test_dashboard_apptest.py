@@ -12,7 +12,10 @@ so the assertions only see these runs.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ TIMEOUT = 180
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two 1-epoch cnn4 runs on 700 synthetic faces (A: normalised + basic aug, B: neither),
     both evaluated on test; A also on val. Takes a few seconds."""
-    from fer_core.data.sources import open_dataset
+    from fer_core.data.spec import open_dataset
     from fer_core.evaluate import evaluate_run
     from fer_core.train import TrainConfig, fit
 
@@ -44,7 +47,8 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _app(monkeypatch: pytest.MonkeyPatch, runs: Path) -> Any:
+def _app(monkeypatch: pytest.MonkeyPatch, runs: Path | str) -> Any:
+    """The app on the runs under ``runs`` (one folder, or several joined by ``os.pathsep``)."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("FER_RUNS", str(runs))
@@ -87,8 +91,9 @@ def _npz(run: Path, split: str = "test") -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- every page renders
 def test_every_page_renders(tiny_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _app(monkeypatch, tiny_runs)
-    # Runs (the default page): both runs selected by default, curves and tables drawn.
-    assert at.multiselect(key="runs_select").value == [str(tiny_runs / "run_a"), str(tiny_runs / "run_b")]
+    # Runs (the default page): both (user's) runs selected by default, newest first (run_b was
+    # trained last), curves and tables drawn.
+    assert at.multiselect(key="runs_select").value == [str(tiny_runs / "run_b"), str(tiny_runs / "run_a")]
     charts = at.get("plotly_chart")
     assert len(charts) >= 3  # loss, accuracy, per-class
     cfg = at.container(key="runs_config_box").dataframe[0].value
@@ -126,6 +131,83 @@ def test_empty_runs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             at.radio(key="model_src").set_value("run").run()
         assert not at.exception
         assert any("No runs found" in i.value and "fer_core train" in i.value for i in at.info), page
+
+
+def _touch(run: Path, age_s: float) -> None:
+    """Make the run look last written ``age_s`` seconds ago (its config and metrics)."""
+    t = time.time() - age_s
+    for name in ("config.json", "metrics.csv"):
+        os.utime(run / name, (t, t))
+
+
+def test_runs_page_defaults_to_the_users_runs(tiny_runs: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone who trained a model opens the dashboard to see it: their own runs are selected,
+    newest first, a run still training included and marked; the shipped ones only otherwise."""
+    shipped = ROOT / "checkpoints"
+    mine = tmp_path / "mine"
+    for name, src in (("older", "run_a"), ("newer", "run_b"), ("live", "run_a")):
+        shutil.copytree(tiny_runs / src, mine / name)
+    cfg_path = mine / "live" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["finished"] = False
+    cfg["train"]["epochs"] = 5
+    cfg_path.write_text(json.dumps(cfg))
+    _touch(mine / "older", 3000)
+    _touch(mine / "newer", 2000)
+    _touch(mine / "live", 0)
+
+    at = _app(monkeypatch, os.pathsep.join([str(shipped), str(mine)]))
+    select = at.multiselect(key="runs_select")
+    assert select.value == [str(mine / n) for n in ("live", "newer", "older")]
+    assert any(o.startswith("mine/live") and "training…" in o for o in select.options), select.options
+    assert any(o.startswith("checkpoints/") for o in select.options)  # offered, not selected
+
+    at = _app(monkeypatch, shipped)
+    want = sorted(str(p.parent) for p in shipped.glob("*/config.json"))
+    assert len(want) > 1 and at.multiselect(key="runs_select").value == want
+
+
+def test_one_model_object_per_checkpoint(tiny_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page of one run shares ONE LoadedRun (model, preprocessing, lock): visiting them all
+    loads the checkpoint once, not once per page or per cached function."""
+    import streamlit as st
+
+    from fer_core.model import LoadedRun
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    built: Counter[Path] = Counter()
+    real_init = LoadedRun.__init__
+
+    def counting_init(self: LoadedRun, run: Any, *args: Any, **kwargs: Any) -> None:
+        built[Path(run).resolve()] += 1
+        real_init(self, run, *args, **kwargs)
+
+    monkeypatch.setattr(LoadedRun, "__init__", counting_init)
+    run = str(tiny_runs / "run_a")
+    at = _app(monkeypatch, tiny_runs)  # Runs
+    at.query_params["run"] = "run_a"
+    _page(at, "errors")
+    assert at.selectbox(key="err_run").value == run
+    at.toggle(key="err_gal_xp").set_value(True).run()  # maps under the faces need the model
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("map [" in c for im in at.image for c in im.captions), _texts(at)
+    _page(at, "explain")
+    assert at.selectbox(key="xp_run").value == run
+    _page(at, "filters")
+    assert at.selectbox(key="fv_run").value == run
+    _page(at, "live")
+    if at.selectbox(key="live_run").value != run:
+        at.selectbox(key="live_run").set_value(run).run()
+    _page(at, "model")
+    at.radio(key="model_src").set_value("run").run()
+    if at.selectbox(key="model_run").value != run:
+        at.selectbox(key="model_run").set_value(run).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.container(key="model_layers_box").dataframe[0].value["layer"].size > 5
+    assert built[Path(run).resolve()] == 1, built
+    assert set(built.values()) == {1}, built  # no other run's model was loaded twice either
 
 
 def test_running_run_is_marked_and_rereads_metrics(tiny_runs: Path, tmp_path: Path,
@@ -197,16 +279,19 @@ def test_cell_click_shows_that_cells_faces(tiny_runs: Path, monkeypatch: pytest.
 
 def test_paging_keeps_predictions_cached(tiny_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Changing the gallery's page or sort must not reload predictions or faces."""
-    import fer_core.data.sources as sources
-    from dashboard import resources
+    import fer_core.data.spec as spec
+    import fer_core.rundata as rundata
 
     at = _page(_app(monkeypatch, tiny_runs), "errors")
     _select_cell(at, 3, 3)  # happy, the biggest class
     at.run()
     calls: list[str] = []
-    real_npz, real_open = resources.read_predictions, sources.open_dataset
-    monkeypatch.setattr(resources, "read_predictions", lambda *a, **k: calls.append("npz") or real_npz(*a, **k))
-    monkeypatch.setattr(sources, "open_dataset", lambda *a, **k: calls.append("faces") or real_open(*a, **k))
+    real_npz, real_open = rundata.read_predictions, spec.open_dataset
+    real_compute = rundata.RunData.compute_predictions
+    monkeypatch.setattr(rundata, "read_predictions", lambda *a, **k: calls.append("npz") or real_npz(*a, **k))
+    monkeypatch.setattr(spec, "open_dataset", lambda *a, **k: calls.append("faces") or real_open(*a, **k))
+    monkeypatch.setattr(rundata.RunData, "compute_predictions",
+                        lambda *a, **k: calls.append("compute") or real_compute(*a, **k))
     at.selectbox(key="err_gal_sort").set_value("confidence").run()
     page = at.number_input(key="err_gal_page")
     if page.max > 1:
@@ -349,7 +434,7 @@ def test_gallery_helpers() -> None:
 def test_users_copy_is_matched_by_row_id(tiny_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run whose data is not here, browsed with the user's own copy in another order/layout:
     faces are joined on the dataset row id, so the gallery shows the right faces."""
-    from fer_core.data.sources import open_dataset
+    from fer_core.data.spec import open_dataset
     from fer_core.labels import EMOTIONS
 
     faces = open_dataset(DATA)
@@ -367,13 +452,15 @@ def test_users_copy_is_matched_by_row_id(tiny_runs: Path, tmp_path: Path, monkey
     cfg_path.write_text(json.dumps(cfg))
 
     # the join itself: every stored prediction gets its own face back
-    from dashboard import resources
+    from fer_core.rundata import RunData, open_faces, resolve_data
 
     pred = _npz(runs / "fer_run")
-    data = resources.resolve_data(cfg, str(copy))
+    data = resolve_data(cfg, str(copy))
     assert data.spec == str(copy) and "row id" in (data.note or "")
-    got, pos, problem = resources.aligned_faces(pred, data)
-    assert problem is None
+    rd = RunData(runs / "fer_run", str(copy))
+    stored = rd.stored_predictions("test")
+    got = open_faces(rd.data)
+    pos = rd.aligned(stored, got)  # raises DataUnavailable when the faces cannot be matched
     np.testing.assert_array_equal(got.x.numpy()[pos], faces.x.numpy()[pred["index"]])
 
     # and through the page

@@ -22,7 +22,7 @@ TIMEOUT = 240  # seconds per script run: generous, the CI machine is shared
 @pytest.fixture(scope="module")
 def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fer_core.checkpoint import atomic_write_text, save_checkpoint
-    from fer_core.data.sources import open_dataset
+    from fer_core.data.spec import open_dataset
     from fer_core.evaluate import evaluate_run
     from fer_core.labels import EMOTIONS
     from fer_core.models import create_model
@@ -198,11 +198,11 @@ def test_errors_gallery_explain_faces(env: Path, tmp_path: Path, monkeypatch: py
 
     calls: list[tuple[str, tuple[int, ...], int]] = []
     overlays: list[list[tuple[int, ...]]] = []
-    real_maps, real_over = resources.explain_maps, components.faces_over_maps
+    real_maps, real_over = resources.attributions, components.faces_over_maps
 
-    def spy_maps(run, stamp, method, opts_items, key, targets, faces_u8, *a, **kw):
-        calls.append((method, tuple(targets), len(faces_u8)))
-        return real_maps(run, stamp, method, opts_items, key, targets, faces_u8, *a, **kw)
+    def spy_maps(model, faces, targets, method, opts_items=(), mean=None):
+        calls.append((method, tuple(targets), len(faces)))
+        return real_maps(model, faces, targets, method, opts_items, mean)
 
     def spy_over(faces_u8, maps, limits, **kw):
         out = real_over(faces_u8, maps, limits, **kw)
@@ -210,7 +210,7 @@ def test_errors_gallery_explain_faces(env: Path, tmp_path: Path, monkeypatch: py
         assert np.allclose(limits, limits[0])                      # one scale for the page
         return out
 
-    monkeypatch.setattr(resources, "explain_maps", spy_maps)
+    monkeypatch.setattr(resources, "attributions", spy_maps)
     monkeypatch.setattr(components, "faces_over_maps", spy_over)
 
     i, j, n = _populated_cell(env / "tiny")
@@ -284,3 +284,66 @@ def test_model_pages_take_the_run_from_the_url(run_root: Path, tmp_path: Path,
         at.run()
         _ok(at)
         assert at.selectbox(key=key).value == str(root / "b-second")
+
+
+def test_model_pages_first_start_with_only_the_shipped_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's first start (no FER_RUNS, no FER_DATA, only the shipped checkpoints/): both model
+    pages open on a run whose faces this machine can show, and show them in the first render;
+    the Filters page opens on the model's default feature layer, not on the first conv."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from fer_core.model import LoadedRun
+
+    for var in ("FER_RUNS", "FER_RUNS_ONLY", "FER_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)                    # no ./runs of the working directory
+    shipped = ROOT / "checkpoints"
+
+    at = _app(tmp_path, "explain").run()
+    _ok(at)
+    run = Path(at.selectbox(key="xp_run").value)
+    assert run.parent == shipped and json.loads((run / "config.json").read_text())["data"].startswith("synthetic")
+    assert not any("No faces" in i.value for i in at.info)
+    assert _images(at) >= 24                       # a page of faces with their maps
+    assert any("range [" in c for im in at.image for c in im.captions)
+
+    at = _app(tmp_path, "filters").run()
+    _ok(at)
+    run = Path(at.selectbox(key="fv_run").value)
+    assert run.parent == shipped
+    assert not any("No faces" in i.value or "unavailable" in i.value for i in at.info)
+    model = LoadedRun(run)
+    first_conv = model.feature_layers()[0].name    # cnn4's feature layers are its convs, in order
+    layer = at.selectbox(key="fv_layer").value
+    assert layer == model.default_feature_layer() and layer != first_conv
+    assert any(f"outputs of {layer}" in c.value.lower() for c in at.caption)
+    assert any("test faces" in c.value for c in at.caption)        # the top-activating faces
+
+
+def test_model_pages_without_a_torch_module_say_why(run_root: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose model has no torch module (e.g. a foreign ONNX graph): both pages say why in
+    one message and stop, instead of failing on the first gradient."""
+    import shutil
+
+    from fer_core.model import ModelSource, register_kind
+
+    @register_kind("test-pages-no-module")
+    def _load(run, config, which, device):  # noqa: ANN001
+        return ModelSource(module=None, checkpoint=run / "best.pt", reason="this graph has no gradients here",
+                           forward=lambda x: torch.zeros(len(x), 7))
+
+    root = tmp_path / "runs"
+    shutil.copytree(run_root / "tiny", root / "foreign")
+    cfg = json.loads((root / "foreign" / "config.json").read_text())
+    cfg["kind"] = "test-pages-no-module"
+    (root / "foreign" / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("FER_RUNS", str(root))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    for page in ("explain", "filters"):
+        at = _app(tmp_path, page).run()
+        _ok(at)
+        assert any("no torch module" in i.value and "this graph has no gradients here" in i.value
+                   for i in at.info)
+        assert _images(at) == 0                    # stopped before any face or map

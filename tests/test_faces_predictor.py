@@ -1,4 +1,4 @@
-"""fer_core.faces (loading, detection, cropping) and fer_core.predictor (Predictor, live pipeline, CLI).
+"""fer_core.live (loading, detection, cropping, drawing, live pipeline, ONNX), fer_core.model.LoadedRun and the predict CLI.
 
 Real faces come from scikit-image's bundled ``astronaut()`` (a NASA portrait shipped inside the
 wheel, no download; dev requirement) and, where ``../shared`` exists, FER2013. Every other picture
@@ -23,11 +23,14 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_core.faces import (CROP_SCALE, ImageError, WholeImageDetector, create_detector, crop_box,
-                            crop_face, iou, list_detectors, load_image, register_detector, to_gray)
+from fer_core.__main__ import prediction_records
 from fer_core.labels import EMOTIONS
-from fer_core.predictor import (NO_FACE, FaceTracker, LiveProcessor, LiveSettings, Predictor, draw_faces,
-                                prediction_records)
+from fer_core.live.draw import draw_faces
+from fer_core.live.faces import (CROP_SCALE, ImageError, WholeImageDetector, create_detector, crop_box,
+                                 crop_face, iou, list_detectors, load_image, register_detector, to_gray)
+from fer_core.live.stream import FaceTracker, LiveProcessor, LiveSettings
+from fer_core.live.faces import NO_FACE
+from fer_core.model import LoadedRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,8 +64,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def predictor(run_dir) -> Predictor:
-    return Predictor(run_dir)
+def predictor(run_dir) -> LoadedRun:
+    return LoadedRun(run_dir)
 
 
 def astronaut() -> np.ndarray:
@@ -263,7 +266,7 @@ def test_detector_registry_is_pluggable():
         d = create_detector("test_fixed")
         assert d.name == "test_fixed" and d.detect(np.zeros((50, 50), np.uint8)) == [(1, 2, 30, 30)]
     finally:
-        from fer_core import faces
+        from fer_core.live import faces
 
         faces._DETECTORS.pop("test_fixed")
 
@@ -330,7 +333,7 @@ def test_iou():
     assert abs(iou((0, 0, 10, 10), (5, 0, 10, 10)) - 50 / 150) < 1e-9
 
 
-# --------------------------------------------------------------------------- Predictor
+# --------------------------------------------------------------------------- LoadedRun
 def test_predict_real_face(predictor):
     pred = predictor.predict(astronaut())
     assert pred.error is None and len(pred.faces) >= 1
@@ -459,7 +462,7 @@ def test_onnx_export_of_registry_models(name):
     """Every family the registry ships exports with a dynamic batch and matches PyTorch."""
     pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; not installed here")
     from fer_core.models import create_model
-    from fer_core.onnx_runtime import MATCH_ATOL, OnnxClassifier
+    from fer_core.live.onnx_runtime import MATCH_ATOL, OnnxClassifier
 
     torch.manual_seed(0)
     m = create_model(name).eval()
@@ -473,10 +476,10 @@ def test_onnx_export_of_registry_models(name):
 
 def test_onnx_unavailable_falls_back_with_a_reason(run_dir, monkeypatch):
     """Without onnxruntime the live path still works, on PyTorch, and says why."""
-    import fer_core.onnx_runtime as onnx_rt
+    import fer_core.live.onnx_runtime as onnx_rt
 
     monkeypatch.setattr(onnx_rt, "available", lambda: "onnxruntime is not installed (test)")
-    p = Predictor(run_dir)
+    p = LoadedRun(run_dir)
     assert p.backend_status()["onnx"] == "onnxruntime is not installed (test)"
     assert p.live_backend in ("torch-bf16", "torch")
     with pytest.raises(RuntimeError, match="not installed"):
@@ -513,7 +516,7 @@ def test_tracker_keeps_ids_and_drops_lost_faces():
 
 @pytest.mark.parametrize("smoothing", ["ema", "window"])
 def test_smoothing_stops_label_flicker(smoothing):
-    from fer_core.predictor import Track
+    from fer_core.live.stream import Track
 
     s = LiveSettings(smoothing=smoothing, ema_alpha=0.2, window=8)
     t = Track(id=1, box=(0, 0, 10, 10))
@@ -539,7 +542,7 @@ def test_live_processor_annotates_and_times(predictor, tmp_path):
     assert len({t.id for t in proc.tracker.tracks}) == len(proc.tracker.tracks) == st["faces"]
     assert (out != np.roll(frame, 10, axis=1)).any()
     # switching the model mid-stream resets the smoothing (old probabilities mean nothing)
-    proc.predictor = Predictor(make_run(tmp_path, "r2", seed=1))
+    proc.predictor = LoadedRun(make_run(tmp_path, "r2", seed=1))
     proc.process(frame)
     assert all(len(t.history) == 1 for t in proc.tracker.tracks)
 
@@ -548,7 +551,7 @@ def test_draw_faces_colours_box():
     img = np.zeros((240, 320, 3), np.uint8)
     p = np.eye(7)[3]
     draw_faces(img, [((50, 50, 80, 80), p, "#1")], EMOTIONS)
-    from fer_core.predictor import EMOTION_COLORS
+    from fer_core.live.draw import EMOTION_COLORS
 
     assert (img == np.array(EMOTION_COLORS["happy"], np.uint8)).all(axis=2).sum() > 100
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 
 from fer_core.explain import featviz as fv
+from fer_core.explain.guard import model_guard
+from fer_core.explain.prefix import compiled_prefix, conv_mean, own_channel_conv, run_to
 from fer_core.models import create_model
 from fer_core.preprocess import Preprocess
 
@@ -59,9 +61,9 @@ def test_own_channel_conv_matches_the_full_layer(model: nn.Module) -> None:
     x = PRE(torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8))
     filt = torch.tensor([3, 0, 7, 3])
     for layer in ("features.conv1", LAYER):
-        inp = fv._run(model, layer, x, inputs=True)
-        own = fv._own_channel_conv(model.get_submodule(layer), inp, filt)
-        full = fv._forward_to(model, layer, x)[torch.arange(4), filt]
+        inp = run_to(model, layer, x, inputs=True)
+        own = own_channel_conv(model.get_submodule(layer), inp, filt)
+        full = run_to(model, layer, x)[torch.arange(4), filt]
         torch.testing.assert_close(own, full, rtol=1e-5, atol=1e-5)
 
 
@@ -85,26 +87,26 @@ def _random_bn(m: nn.Module) -> nn.Module:
     ("vgg", {"width": (4, 4, 4, 4), "fc": 8}, ("features.stage1.conv2", "features.stage2.conv1")),
 ])
 def test_fast_objective_matches_the_model(name: str, kw: dict, layers: tuple) -> None:
-    """The compiled prefix (BN folded into the conv, max-pool before the activation, the thin stem
-    conv as a matmul) plus the conv-mean shortcut give the model's own objective and gradient."""
+    """The compiled prefix (fx: BN fused into the conv, max-pool before the activation, channels-last)
+    plus the conv-mean shortcut give the model's own objective and gradient."""
     torch.manual_seed(0)
     m = _random_bn(create_model(name, **kw).eval())
     x = PRE(torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8)).requires_grad_(True)
     filt = torch.tensor([3, 0, 2, 3])
-    with fv.model_guard(m):
+    with model_guard(m):
         for layer in layers:
             conv = m.get_submodule(layer)
-            prefix = fv._compiled_prefix(m, layer, x.detach()[:2])
+            prefix = compiled_prefix(m, layer, x.detach()[:2])
             assert prefix is not None, layer
-            ref = fv._own_channel_conv(conv, fv._run(m, layer, x, inputs=True), filt).flatten(1).mean(1)
+            ref = own_channel_conv(conv, run_to(m, layer, x, inputs=True), filt).flatten(1).mean(1)
             (g_ref,) = torch.autograd.grad(ref.sum(), x)
-            got = fv._conv_mean(conv, prefix(x), filt)
+            got = conv_mean(conv, prefix(x), filt)
             (g_got,) = torch.autograd.grad(got.sum(), x)
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(g_got, g_ref, rtol=1e-4, atol=1e-6 * float(g_ref.abs().max()))
 
 
-def test_prefix_not_compiled_when_the_forward_is_not_the_chain() -> None:
+def test_prefix_is_the_traced_forward_and_falls_back_when_untraceable() -> None:
     class Inverted(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -115,14 +117,26 @@ def test_prefix_not_compiled_when_the_forward_is_not_the_chain() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.features(1.0 - x)          # the chain alone is a different function
 
+    class Branching(Inverted):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.features(x if x.mean() > 0.5 else 1.0 - x)   # data-dependent: not fx-traceable
+
     torch.manual_seed(0)
-    m = Inverted().eval()
     probe = torch.rand(2, 1, 48, 48)
-    with fv.model_guard(m):
-        assert fv._compiled_prefix(m, "features.3", probe) is None
-    res = fv.visualize_filters(m, "features.3", mode="naive", steps=3)
-    M = fv.activation_matrix(m, "features.3", res.pixels, res.filters)
-    np.testing.assert_allclose(np.diag(M), res.activations, rtol=1e-4, atol=1e-5)
+    m = Inverted().eval()
+    with model_guard(m):
+        prefix = compiled_prefix(m, "features.3", probe)
+        assert prefix is not None                  # the forward's own `1 - x` is part of the prefix
+        x = torch.rand(3, 1, 48, 48)
+        torch.testing.assert_close(prefix(x), run_to(m, "features.3", x, inputs=True))
+    b = Branching().eval()
+    b.load_state_dict(m.state_dict())
+    with model_guard(b):
+        assert compiled_prefix(b, "features.3", probe) is None
+    for model in (m, b):
+        res = fv.visualize_filters(model, "features.3", mode="naive", steps=3)
+        M = fv.activation_matrix(model, "features.3", res.pixels, res.filters)
+        np.testing.assert_allclose(np.diag(M), res.activations, rtol=1e-4, atol=1e-5)
 
 
 def test_chunked_step_equals_one_pass(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:

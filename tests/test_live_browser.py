@@ -184,7 +184,7 @@ def _frame_stats(data_url: str, workdir: Path) -> dict:
 
     from PIL import Image
 
-    from fer_core.predictor import EMOTION_COLORS
+    from fer_core.live.draw import EMOTION_COLORS
 
     png = base64.b64decode(data_url.split(",", 1)[1])
     (workdir / "video.png").write_bytes(png)

@@ -152,10 +152,10 @@ def test_no_runs_message(tmp_path, monkeypatch):
 
 
 def test_analyze_bytes_directly(runs_root):
-    from fer_core.predictor import Predictor
+    from fer_core.model import LoadedRun
 
     page = _page_module()
-    p = Predictor(runs_root / "synth-cnn4-a")
+    p = LoadedRun(runs_root / "synth-cnn4-a")
     ok = page.analyze_bytes("face.png", face_png(), [p])
     assert ok.error is None and ok.n_faces == 1 and ok.maps[0][0].shape == (48, 48)
     assert page.analyze_bytes("x.bin", b"\x00\x01", [p]).error.startswith("x.bin: not an image")

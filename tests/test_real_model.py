@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_core.data.sources import open_dataset
+from fer_core.data.spec import open_dataset
 from fer_core.evaluate import evaluate_run
-from fer_core.runs import load_model, read_config, read_eval, read_metrics
+from fer_core.model import LoadedRun
+from fer_core.runs import read_config, read_eval, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "checkpoints").glob("fer2013-*"))
@@ -33,7 +34,7 @@ def test_shipped_run_loads_weights_only(run):
     cfg = read_config(run)
     assert len(read_metrics(run)) >= 1
     assert read_eval(run, "val") is not None and read_eval(run, "test") is not None
-    lm = load_model(run)
+    lm = LoadedRun(run)
     assert lm.preprocess.to_dict() == cfg["preprocess"]
     assert (run / "best.pt").stat().st_size <= 25 * 2**20
 

@@ -1,4 +1,5 @@
-"""Tests for fer_core.data.sources: every format -> FaceSet, the split rule, exact error messages.
+"""Tests for the fer_core.data readers (spec, csv_formats, npz, folders, ferplus): every format
+-> FaceSet, the split rule, exact error messages.
 
 All files are written into ``tmp_path``; tests that need the real FER2013 files from ``../shared``
 skip with a reason when that folder is absent.
@@ -6,6 +7,8 @@ skip with a reason when that folder is absent.
 
 from __future__ import annotations
 
+import io
+import re
 import sys
 import time
 import types
@@ -16,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_core.data.sources import BadRowsWarning, DataError, open_dataset, parse_spec
+from fer_core.data.spec import BadRowsWarning, DataError, open_dataset, parse_spec
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
 SAMPLE_CSV = SHARED / "sample_kaggle_format.csv"
@@ -240,7 +243,7 @@ def test_image_folders(tmp_path):
     assert abs(float(x[1].mean()) - 90) <= 2               # RGB JPEG
     assert (x[2] == 100).all()                             # 16-bit: 100*257 -> 100
     assert (x[3] == 67).all()                              # RGB (200,10,10) -> luma 67
-    assert (x[4] == 0).all()                               # RGBA
+    assert (x[4] == 255).all()             # transparent RGBA: composited on white, as uploads are
     assert (x[5] == 7).all() and (x[6] == 7).all() and (x[11] == 100).all()
 
 
@@ -288,6 +291,54 @@ def test_unknown_emotion_folder(tmp_path):
     _save(tmp_path / "train" / "contempt" / "a.png", Image.new("L", (48, 48)))
     with pytest.raises(DataError, match="unknown emotion folder 'contempt'"):
         open_dataset(str(tmp_path))
+
+
+def test_decode_image_sources_and_transparency(tmp_path):
+    from PIL import Image
+
+    from fer_core.data.decode import decode_image, image_to_face, to_gray
+
+    img = Image.new("RGBA", (10, 6), (0, 0, 0, 0))        # transparent, one opaque pixel
+    img.putpixel((0, 0), (10, 20, 30, 255))
+    p = tmp_path / "a.png"
+    img.save(p)
+    data = p.read_bytes()
+    left_at_end = io.BytesIO(data)
+    left_at_end.read()                                     # e.g. an upload read once already
+    for src in (data, p, str(p), left_at_end):
+        rgb = decode_image(src)
+        assert rgb.shape == (6, 10, 3) and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+        assert rgb[0, 0].tolist() == [10, 20, 30] and (rgb[1:] == 255).all()   # alpha on white
+    half = Image.new("LA", (4, 4), (0, 128))               # black at 50% over white -> grey
+    pal = Image.new("P", (4, 4), 0)
+    pal.putpalette([0, 0, 0] * 256)
+    pal.info["transparency"] = 0                           # palette entry 0 fully transparent
+    for name, im, want in (("la.png", half, 127), ("p.png", pal, 255)):
+        im.save(tmp_path / name)
+        face = image_to_face(tmp_path / name)
+        assert face.shape == (48, 48) and abs(int(face[0, 0]) - want) <= 1, name
+    assert image_to_face(p, 32).shape == (32, 32)
+    assert to_gray(np.full((2, 2, 3), (200, 10, 10), np.uint8)).tolist() == [[67, 67], [67, 67]]
+
+
+def test_decode_image_errors(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from fer_core.data.decode import ImageError, decode_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, format="PNG")
+    png = buf.getvalue()
+    for data, words in ((b"", "empty (0 bytes)"), (b"hello, not a picture", "not an image"),
+                        (png[: len(png) // 2], "truncated or corrupt")):
+        with pytest.raises(ImageError, match=re.escape(words)) as exc:
+            decode_image(data, name="up.png")
+        assert str(exc.value).startswith("up.png: ")
+    with pytest.raises(ImageError, match="is a directory"):
+        decode_image(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match="decompression bomb"):
+        decode_image(png)
 
 
 # ---------------------------------------------------------------------------------------- npz
@@ -418,6 +469,25 @@ def test_bad_rows(tmp_path, line_no, bad_row, words):
         with pytest.warns(BadRowsWarning, match="skipped 1 bad row"):
             fs = open_dataset(str(p), skip_bad_rows=True)
         assert len(fs) == 3 and line_no - 2 not in fs.row.tolist()
+
+
+def test_exact_pass_only_for_a_file_with_faults(tmp_path, monkeypatch):
+    from fer_core.data import csv_formats
+
+    calls = []
+    real = csv_formats._read_exact
+    monkeypatch.setattr(csv_formats, "_read_exact", lambda *a: calls.append(a) or real(*a))
+    lines = _good_lines(5)
+    p = write_lines(tmp_path / "good.csv", lines)
+    assert len(open_dataset(str(p))) == 5 and calls == []      # valid: pandas pass only
+    lines[2] = "0," + lines[2].split(",", 1)[1].replace(" ", "\t", 7)   # tabs: still valid
+    write_lines(p, lines)
+    assert len(open_dataset(str(p))) == 5 and calls == []
+    lines[3] = "1,1 2 3,Training"
+    write_lines(p, lines)
+    with pytest.raises(DataError, match="line 4: has 3 pixel values"):
+        open_dataset(str(p))
+    assert len(calls) == 1
 
 
 def test_first_bad_line_is_reported_and_all_counted(tmp_path):

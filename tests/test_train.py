@@ -7,7 +7,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ import torch
 from fer_core.augment import build_augment
 from fer_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fer_core.preprocess import Preprocess
-from fer_core.runs import inspect_run, load_model, read_config, read_metrics
+from fer_core.model import LoadedRun
+from fer_core.runs import inspect_run, read_config, read_metrics
 from fer_core.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_fit_writes_run_directory(tmp_path, tiny_faces):
     for name in ("best.pt", "last.pt"):  # plain types + tensors only
         ck = torch.load(run / name, weights_only=True)
         assert ck["format"] == 1 and "state_dict" in ck
-    lm = load_model(run)
+    lm = LoadedRun(run)
     assert not lm.model.training
     out = lm.model(lm.preprocess(tiny_faces.x[:4]))
     assert out.shape == (4, 7)
@@ -114,29 +114,68 @@ def test_checkpoint_errors_are_clear(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+BACKENDS = ["cv2", "torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("preset", ["basic", "strong"])
-def test_augment_is_per_image(preset):
+def test_augment_is_per_image(preset, backend):
     torch.manual_seed(0)
     face = torch.rand(1, 1, 48, 48)
-    out = build_augment(preset)(face.repeat(64, 1, 1, 1))
+    out = build_augment(preset, backend=backend)(face.repeat(64, 1, 1, 1))
     flat = out.flatten(1)
     distinct = torch.unique(flat.round(decimals=4), dim=0)
     assert len(distinct) > 16, "identical inputs must get independent random parameters"
     assert out.min() >= 0 and out.max() <= 1
+    # two identical faces side by side in one batch: almost never the same augmentation
+    pair = build_augment(preset, backend=backend)
+    differ = sum(not torch.allclose(o[0], o[1]) for o in (pair(face.repeat(2, 1, 1, 1)) for _ in range(20)))
+    assert differ >= 15, differ
 
 
-def test_augment_geometry_is_exact():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_augment_seeded_is_deterministic(backend):
+    x = torch.rand(32, 1, 48, 48)
+    aug = build_augment("strong", backend=backend)
+    torch.manual_seed(7)
+    a = aug(x)
+    torch.manual_seed(7)
+    b = aug(x)
+    torch.manual_seed(8)
+    c = aug(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_augment_backends_draw_the_same_parameters():
+    """Same seed -> the same flips/affines/erasing in both backends; only interpolation rounding
+    differs (OpenCV uses 1/32-pixel fixed-point weights)."""
+    x = torch.rand(64, 1, 48, 48)
+    for preset in ("basic", "strong"):
+        out = {}
+        for backend in BACKENDS:
+            torch.manual_seed(3)
+            out[backend] = build_augment(preset, backend=backend)(x)
+        diff = (out["cv2"] - out["torch"]).abs()
+        assert float(diff.max()) < 0.06 and float(diff.mean()) < 0.005, (preset, float(diff.max()))
+    with pytest.raises(ValueError, match="backend"):
+        build_augment("basic", backend="kornia")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_augment_geometry_is_exact(backend):
     """The hand-written warp: no-op maps copy exactly, a forced flip is torch.flip, a pure shift
     moves a dot by the drawn amount, erasing blanks a box and colour jitter keeps [0, 1]."""
     from fer_core.augment import AugSpec, BatchAugment
 
     torch.manual_seed(0)
     x = torch.rand(16, 1, 48, 48)
-    assert torch.equal(BatchAugment(AugSpec(p_flip=0, p_affine=0))(x), x)
-    assert torch.equal(BatchAugment(AugSpec(p_flip=1, p_affine=0))(x), x.flip(-1))
+    # OpenCV copies bit-exactly; grid_sample's normalised coordinates round at float32
+    same = torch.equal if backend == "cv2" else (lambda a, b: torch.allclose(a, b, rtol=0, atol=1e-5))
+    assert same(BatchAugment(AugSpec(p_flip=0, p_affine=0), backend)(x), x)
+    assert same(BatchAugment(AugSpec(p_flip=1, p_affine=0), backend)(x), x.flip(-1))
     dot = torch.zeros(1, 1, 48, 48)
     dot[0, 0, 20, 10] = 1.0
-    shift = BatchAugment(AugSpec(p_flip=0, p_affine=1, degrees=0, scale=(1, 1), translate=0.1))
+    shift = BatchAugment(AugSpec(p_flip=0, p_affine=1, degrees=0, scale=(1, 1), translate=0.1), backend)
     torch.manual_seed(1)
     maps = shift.inverse_maps(1, 48, 48)
     torch.manual_seed(1)
@@ -147,10 +186,10 @@ def test_augment_geometry_is_exact():
         (out[0, 0] * torch.arange(48.0)[None, :]).sum() / out.sum()
     # OpenCV interpolates with 1/32-pixel fixed-point weights: exact to ~0.02 px
     assert abs(float(cx) - (10 + dx)) < 0.02 and abs(float(cy) - (20 + dy)) < 0.02
-    erase = BatchAugment(AugSpec(p_flip=0, p_affine=0, p_erase=1))(torch.ones(8, 1, 48, 48))
+    erase = BatchAugment(AugSpec(p_flip=0, p_affine=0, p_erase=1), backend)(torch.ones(8, 1, 48, 48))
     frac = (erase == 0).float().mean(dim=(1, 2, 3))
     assert ((frac >= 0.015) & (frac <= 0.25)).all(), frac
-    jit = BatchAugment(AugSpec(p_flip=0, p_affine=0, p_color=1))(x)
+    jit = BatchAugment(AugSpec(p_flip=0, p_affine=0, p_color=1), backend)(x)
     assert not torch.equal(jit, x) and jit.min() >= 0 and jit.max() <= 1
 
 
@@ -183,31 +222,84 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
                           cwd=kw.pop("cwd", ROOT), env=env, timeout=kw.pop("timeout", 300), **kw)
 
 
-def test_sigkill_leaves_a_resumable_run(tmp_path):
-    """Kill real training processes with SIGKILL at several moments; each run must load and resume."""
+# A tiny training run in its own process whose progress callback SIGKILLs that process at a chosen
+# event (FER_KILL_AT=kind:epoch:step, e.g. batch:2:5 or epoch:2:0): a real kill at a known point.
+KILL_DRIVER = """
+import json, os, signal, sys
+from fer_core.train import TrainConfig, fit
+kind, epoch, step = os.environ.get("FER_KILL_AT", "none:0:0").split(":")
+def progress(ev):
+    if ev["kind"] == kind and ev["epoch"] == int(epoch) and ev.get("step", 0) == int(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+fit(TrainConfig(**json.loads(sys.argv[2])), run_dir=sys.argv[1], progress=progress)
+"""
+KILL_CFG = dict(data="synthetic:n=600", model="cnn4", model_kwargs={"channels": [8, 16, 16, 16], "fc": 32},
+                epochs=3, batch_size=32, aug="strong", ema=0.9, threads=1)
+
+
+def _driver(run: Path, kill_at: str | None) -> subprocess.CompletedProcess:
+    import json
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "fer_core", "train", "--data", "synthetic:n=1400", "--model", "cnn4",
-            "--epochs", "3", "--batch-size", "32", "--threads", "1", "--out", str(tmp_path),
-            "--quiet", "--no-eval"]
-    for k, delay in enumerate((1.5, 5.0, 9.0)):
-        name = f"kill{k}"
-        proc = subprocess.Popen(args + ["--name", name], env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        run = tmp_path / name
-        if not (run / "config.json").exists():
-            continue  # killed before the run existed: nothing to resume
+    env.pop("FER_KILL_AT", None)
+    if kill_at:
+        env["FER_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-c", KILL_DRIVER, str(run), json.dumps(KILL_CFG)],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_resumable_run(tmp_path):
+    """SIGKILL real training processes at chosen steps (before the first checkpoint, mid-epoch,
+    right after a checkpoint); each run loads, resumes from the CLI, and ends with exactly the
+    metrics of an uninterrupted run."""
+    ref = _driver(tmp_path / "ref", None)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    expected = _no_time(read_metrics(tmp_path / "ref"))
+    assert list(expected["epoch"]) == [1, 2, 3]
+    for kill_at, done in (("batch:1:1", []), ("batch:2:5", [1]), ("epoch:2:0", [1, 2])):
+        run = tmp_path / kill_at.replace(":", "-")
+        r = _driver(run, kill_at)
+        assert r.returncode == -signal.SIGKILL, (kill_at, r.returncode, r.stderr[-3000:])
         info = inspect_run(run)
-        assert info.config["model"] == "cnn4"
-        read_metrics(run)  # never torn
-        if (run / "last.pt").exists():
-            load_checkpoint(run / "last.pt")
+        assert info.config["model"] == "cnn4" and not info.config.get("finished")
+        assert list(read_metrics(run)["epoch"]) == done, kill_at  # never torn, nothing half-written
+        assert (run / "last.pt").exists() == bool(done), kill_at
+        if done:
+            assert load_checkpoint(run / "last.pt")["epoch"] == done[-1]
         r = _cli("train", "--resume", str(run), "--quiet", "--no-eval")
-        assert r.returncode == 0, r.stderr
-        assert list(read_metrics(run)["epoch"]) == [1, 2, 3]
-        load_model(run)
+        assert r.returncode == 0, (kill_at, r.stderr[-3000:])
+        pd.testing.assert_frame_equal(_no_time(read_metrics(run)), expected, obj=kill_at)
+        assert read_config(run)["finished"] is True
+        LoadedRun(run)
+
+
+def test_failed_start_leaves_no_run_directory(tmp_path, tiny_faces, monkeypatch):
+    """Bad input fails before a run directory exists; a failure after this call made the
+    directory (before training) removes it; a directory that already existed is kept."""
+    root = tmp_path / "runs"
+    with pytest.raises(ValueError, match="cnn4"):
+        fit(_cfg(model="cnn5"), faces=tiny_faces, runs_root=root)
+    with pytest.raises(ValueError, match="kwargs"):
+        fit(_cfg(model_kwargs={"nope": 1}), faces=tiny_faces, runs_root=root)
+    assert not root.exists()
+
+    import fer_core.train as train_mod
+
+    def disk_full(*a, **kw):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(train_mod, "write_config", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        fit(_cfg(), faces=tiny_faces, runs_root=root)
+    assert not root.exists() or not any(root.iterdir())
+    with pytest.raises(OSError, match="No space"):
+        fit(_cfg(), faces=tiny_faces, run_dir=root / "named")
+    assert not (root / "named").exists()
+    (root / "mine").mkdir(parents=True)
+    with pytest.raises(OSError, match="No space"):
+        fit(_cfg(), faces=tiny_faces, run_dir=root / "mine")
+    assert (root / "mine").is_dir()
 
 
 def test_ferplus_majority_and_error_report():

@@ -7,8 +7,10 @@ cell (true=i, pred=j) opens a gallery of exactly those faces, sortable by confid
 (streamlit#8760), so an invisible square ``go.Scatter`` marker sits on every cell and
 ``st.plotly_chart(on_select="rerun", selection_mode="points")`` reports the marker clicked.
 
-Predictions come from the run's ``eval/<split>.npz`` (or are computed once and cached); faces come
-from the run's own data spec (SynthFER regenerates anywhere) or the user's FER2013 copy.
+Where predictions and faces come from, and how they are matched, is decided by
+:class:`fer_core.rundata.RunData` through :mod:`dashboard.resources` (stored ``eval/<split>.npz``
+or computed once; the run's own data, SynthFER regenerated, or the user's FER2013 copy joined by
+row id): this page only shows the result or the reason there is none.
 
 "Explain faces" (opt-in, off by default so browsing a cell stays instant) puts each gallery face's
 attribution map for its *predicted* class under it: the same Captum maps as the Explain page, from
@@ -18,8 +20,6 @@ so the faces can be compared (a per-face scale would make every map look equally
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,9 +28,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import components, resources
-from dashboard.resources import DataUnavailable
-from fer_core.checkpoint import CheckpointError
-from fer_core.explain.attribution import METHODS, color_limits
+from dashboard.resources import DataUnavailable, FaceBatch, Predictions, RunData
+from fer_core.explain.attribution import METHODS
+from fer_core.explain.colour import color_limits
 from fer_core.gallery import (cell_from_selection, cell_positions, comparable, default_cell,
                               difference_matrix, flip_positions, row_normalize)
 from fer_core.runs import RunError, RunInfo
@@ -39,7 +39,6 @@ CM_KEY = "err_cm"
 CM_HEIGHT = 560
 CM_MARGIN = dict(l=10, r=10, t=40, b=70)
 MARKER_CURVE = 1  # trace number of the invisible cell markers (the heatmap is 0)
-SPLITS = ("test", "val", "train")
 # Overlays in the gallery: attribution maps are heavy-tailed (a few pixels carry most of the
 # magnitude), so a shared scale set by the single largest value leaves almost every overlay
 # invisible. The top of the scale is the 98th percentile of the page's magnitudes instead
@@ -113,14 +112,7 @@ def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- data helpers
-def split_options(info: RunInfo) -> list[str]:
-    present = set((info.config.get("data_summary") or {}).keys())
-    present |= {s for s in SPLITS if (info.path / "eval" / f"{s}.json").exists()
-                or (info.path / "eval" / f"{s}.npz").exists()}
-    return [s for s in SPLITS if s in present] or ["test"]
-
-
+# --------------------------------------------------------------------------- helpers
 def selected_cell(classes: Sequence[str]) -> tuple[int, int] | None:
     """The cell clicked in the confusion matrix (read from the chart's selection state)."""
     state = st.session_state.get(CM_KEY)
@@ -147,30 +139,30 @@ def explain_controls(key: str) -> str | None:
                                 key=f"{key}_xp_method"))
 
 
-def attribution_decorator(run: Path, method: str, bundle: dict[str, Any]) -> components.Decorator | None:
+def attribution_decorator(info: RunInfo, method: str, pred: Predictions) -> components.Decorator | None:
     """A gallery decorator that puts each face's ``method`` map (predicted class) under it.
 
     Returns None, with a plain warning, when the run's model cannot be loaded: the gallery then
-    shows the faces alone. The maps come from :func:`dashboard.resources.explain_maps` (one batched
-    ``explain`` call per page, cached by the page's pixels and targets) with the method's default
+    shows the faces alone (a warning, not an error: the page itself still works). The maps come
+    from :func:`dashboard.resources.attributions` on the run's one shared ``LoadedRun`` (one
+    batched call per page, cached by the page's pixels and targets) with the method's default
     options; the Explain page has the knobs.
     """
     try:
-        em = resources.explain_model(run)
-    except (CheckpointError, RunError, RuntimeError, ValueError, KeyError, TypeError, OSError) as exc:
+        model = resources.loaded_run(info.path)
+    except (*components.MODEL_ERRORS, KeyError, TypeError, OSError) as exc:  # any reason: faces still show
         st.warning(f"Cannot explain these faces: the run's model could not be loaded ({exc}). "
                    "The faces are shown without maps.")
         return None
     spec = METHODS[method]
-    for note in resources.explain_notes(str(run), em.stamp, method, None):
+    for note in resources.method_notes(model, method, None):
         st.caption(note)
 
     def decorate(faces_u8: np.ndarray, shown: np.ndarray) -> tuple[list[np.ndarray], list[str]] | None:
-        targets = tuple(int(t) for t in np.asarray(bundle["pred"])[shown])
-        key = "err:" + hashlib.sha1(np.ascontiguousarray(faces_u8).tobytes()).hexdigest()
+        targets = tuple(int(t) for t in pred.pred[shown])
         try:
-            maps = resources.explain_maps(str(run), em.stamp, method, (), key, targets, faces_u8)
-        except (RuntimeError, ValueError) as exc:
+            maps = resources.attributions(model, FaceBatch(np.ascontiguousarray(faces_u8)), targets, method)
+        except (RuntimeError, ValueError) as exc:  # incl. ModelUnavailable: no differentiable module
             st.warning(f"{spec.label} failed on these faces ({exc}); showing the faces only.")
             return None
         lim = color_limits(maps, shared=True, signed=spec.signed, percentile=OVERLAY_PERCENTILE)
@@ -185,31 +177,31 @@ def attribution_decorator(run: Path, method: str, bundle: dict[str, Any]) -> com
     return decorate
 
 
-def cell_gallery(bundle: dict[str, Any], faces: Any, face_index: np.ndarray | None,
+def cell_gallery(pred: Predictions, faces: Any, face_index: np.ndarray | None,
                  classes: Sequence[str], cell: tuple[int, int], *, synthetic: bool, run_key: str,
-                 run: Path | None = None) -> list[int]:
+                 info: RunInfo | None = None) -> list[int]:
     """The gallery of one confusion cell; returns the positions shown (used by tests and bench).
 
-    With ``run`` (whose checkpoint explains the faces) and the faces at hand, an "Explain faces"
-    toggle adds each face's attribution overlay under it.
+    With ``info`` (the run whose model explains the faces) and the faces at hand, an "Explain
+    faces" toggle adds each face's attribution overlay under it.
     """
     i, j = cell
-    pos = cell_positions(bundle["label"], bundle["pred"], i, j)
+    pos = cell_positions(pred.label, pred.pred, i, j)
     kind = "correctly classified" if i == j else "misclassified"
     st.markdown(f"#### true **{classes[i]}** → predicted **{classes[j]}**: {len(pos)} faces ({kind})"
                 + (" · *synthetic (SynthFER)*" if synthetic else ""))
     decorate = None
-    if run is not None and faces is not None and face_index is not None and len(pos):
+    if info is not None and faces is not None and face_index is not None and len(pos):
         method = explain_controls("err_gal")
         if method is not None:
-            decorate = attribution_decorator(Path(run), method, bundle)
-    return components.face_gallery(key="err_gal", positions=pos, bundle=bundle, faces=faces,
+            decorate = attribution_decorator(info, method, pred)
+    return components.face_gallery(key="err_gal", positions=pos, pred=pred, faces=faces,
                                    face_index=face_index, classes=classes, synthetic=synthetic,
                                    reset_token=(run_key, i, j), decorate=decorate)
 
 
 # --------------------------------------------------------------------------- sections
-def compare_section(info_a: RunInfo, bundle_a: dict[str, Any], info_b: RunInfo, split: str,
+def compare_section(info_a: RunInfo, pred_a: Predictions, info_b: RunInfo, split: str,
                     faces: Any, face_index: np.ndarray | None, classes: Sequence[str],
                     synthetic: bool) -> None:
     st.subheader(f"Compared with {info_b.label}")
@@ -218,23 +210,22 @@ def compare_section(info_a: RunInfo, bundle_a: dict[str, Any], info_b: RunInfo, 
     if reason:
         st.info(f"No difference matrix: {reason}. Both runs must be evaluated on the same faces.")
         return
-    data_b = resources.resolve_data(info_b.config, components.data_path())
+    rd_b = resources.run_data(info_b, components.data_path())
     try:
-        bundle_b = resources.predictions_for(info_b, split, data_b)
+        pred_b = resources.predictions(rd_b, split)
     except DataUnavailable as exc:
         st.info(f"No predictions of {info_b.label} on the {split} split: {exc}")
         return
-    if not (len(bundle_a["index"]) == len(bundle_b["index"])
-            and np.array_equal(bundle_a["index"], bundle_b["index"])
-            and np.array_equal(bundle_a["label"], bundle_b["label"])):
+    if not (len(pred_a) == len(pred_b) and np.array_equal(pred_a.index, pred_b.index)
+            and np.array_equal(pred_a.label, pred_b.label)):
         st.info("No difference matrix: the two runs' stored predictions cover different faces "
                 "(re-evaluate both on the same data).")
         return
-    if tuple(resources.classes_of(info_b.config)) != tuple(classes):
+    if tuple(rd_b.classes) != tuple(classes):
         st.info("No difference matrix: the runs use different class lists.")
         return
-    diff = difference_matrix(bundle_a["cm"], bundle_b["cm"])
-    acc_a, acc_b = bundle_a["metrics"]["accuracy"], bundle_b["metrics"]["accuracy"]
+    diff = difference_matrix(pred_a.cm, pred_b.cm)
+    acc_a, acc_b = pred_a.metrics["accuracy"], pred_b.metrics["accuracy"]
     c1, c2 = st.columns([3, 2])
     with c1:
         st.caption(f"Difference confusion matrix B − A (A = {info_a.label}, B = {info_b.label}). "
@@ -246,7 +237,7 @@ def compare_section(info_a: RunInfo, bundle_a: dict[str, Any], info_b: RunInfo, 
             with st.container(key="err_diff_box"):
                 st.dataframe(pd.DataFrame(diff, index=list(classes), columns=list(classes)),
                              key="err_diff_table")
-    flips = flip_positions(bundle_a["label"], bundle_a["pred"], bundle_b["pred"])
+    flips = flip_positions(pred_a.label, pred_a.pred, pred_b.pred)
     labels = {"a_right_b_wrong": f"A right, B wrong ({len(flips['a_right_b_wrong'])})",
               "a_wrong_b_right": f"A wrong, B right ({len(flips['a_wrong_b_right'])})"}
     kind = st.radio("Flips", list(labels), format_func=labels.get, key="err_flip_kind", horizontal=True)
@@ -254,9 +245,9 @@ def compare_section(info_a: RunInfo, bundle_a: dict[str, Any], info_b: RunInfo, 
                + (" Faces are synthetic (SynthFER)." if synthetic else ""))
 
     def a_caption(pos: int) -> str:
-        return f"A: {components.top_text(bundle_a['probs'][pos], classes, 1)}"
+        return f"A: {components.top_text(pred_a.probs[pos], classes, 1)}"
 
-    components.face_gallery(key="err_flip", positions=flips[kind], bundle=bundle_b, faces=faces,
+    components.face_gallery(key="err_flip", positions=flips[kind], pred=pred_b, faces=faces,
                             face_index=face_index, classes=classes, synthetic=synthetic,
                             extra_caption=a_caption,
                             reset_token=(str(info_a.path), str(info_b.path), split, kind))
@@ -274,39 +265,37 @@ def main() -> None:
             components.run_problem(r)
         st.info("None of the runs found has a readable config.json.")
         return
-    # Prefer a shipped SynthFER run: its faces regenerate anywhere, so the first view of this page
-    # shows a clickable gallery even on a machine without FER2013.
+    # A healthy run whose faces can be shown here, so the first view of this page is a clickable
+    # gallery even on a machine without FER2013 (a shipped SynthFER run regenerates anywhere).
     ok = [r for r in usable if not r.error]
-    default = next((str(r.path) for r in ok if resources.is_shipped(r) and r.synthetic),
-                   next((str(r.path) for r in ok if resources.is_shipped(r)),
-                        str(ok[0].path) if ok else str(usable[0].path)))
+    default = components.default_run(ok or usable)
     c1, c2, c3 = st.columns([3, 1, 3])
     with c1:
         path_a = components.pick_run(usable, "err_run", "Run (A)", default=default)
     by = components.runs_by_path(usable)
     info = by[path_a]
+    rd = resources.run_data(info, components.data_path())
     with c2:
-        split = components.pick_option("Split", split_options(info), key="err_split")
+        split = components.pick_option("Split", rd.available_splits(), key="err_split")
     with c3:
         path_b = components.pick_run(usable, "err_run_b", "Compare with run (B)", none_label="— none —",
                                      exclude=path_a)
     components.run_problem(info)
 
-    classes = resources.classes_of(info.config)
-    data = resources.resolve_data(info.config, components.data_path())
-    synthetic = data.synthetic or info.synthetic
-    if data.note and data.spec is not None:
-        st.caption(data.note)
+    classes = rd.classes
+    synthetic = rd.synthetic
+    if rd.data.note and rd.data.spec is not None:
+        st.caption(rd.data.note)
 
-    bundle, problem = None, None
+    pred: Predictions | None = None
+    problem = None
     try:
-        bundle = resources.predictions_for(info, split, data)
+        pred = resources.predictions(rd, split)
     except DataUnavailable as exc:
         problem = str(exc)
 
-    if bundle is not None:
-        metrics, cm = bundle["metrics"], bundle["cm"]
-        source = bundle["source"]
+    if pred is not None:
+        metrics, cm, source = pred.metrics, pred.cm, pred.source
     else:
         try:
             stored = resources.run_eval(info.path, split)
@@ -329,32 +318,41 @@ def main() -> None:
 
     faces: Any = None
     face_index: np.ndarray | None = None
-    if bundle is not None:
-        faces, face_index, face_problem = resources.aligned_faces(bundle, data)
-        if face_problem:
-            st.info(f"Faces not shown: {face_problem}.")
-            if data.spec is not None and bundle["source"].startswith("stored") and st.button(
-                    f"Re-evaluate this run on {data.spec} (overwrites eval/{split}.*)", key="err_reeval"):
-                try:
-                    with st.spinner("Evaluating…"):
-                        resources.reevaluate(info, split, data)
-                    st.rerun()
-                except DataUnavailable as exc:
-                    st.warning(str(exc))
+    if pred is not None:
+        try:
+            faces, face_index = resources.aligned_faces(rd, pred)
+        except DataUnavailable as exc:
+            st.info(f"Faces not shown: {exc}.")
+            reevaluate_button(rd, pred, split)
 
     # A click, a sort or a page change reruns only this fragment, not the pickers above.
-    st.fragment(matrix_section)(info, split, bundle, cm, metrics, faces, face_index, classes, synthetic)
+    st.fragment(matrix_section)(info, split, pred, cm, metrics, faces, face_index, classes, synthetic)
 
     if path_b:
         st.divider()
-        if bundle is None:
+        if pred is None:
             st.info("Comparing runs needs per-face predictions of run A (see above).")
         else:
-            st.fragment(compare_section)(info, bundle, by[path_b], split, faces, face_index, classes,
+            st.fragment(compare_section)(info, pred, by[path_b], split, faces, face_index, classes,
                                          synthetic)
 
 
-def matrix_section(info: RunInfo, split: str, bundle: dict[str, Any] | None, cm: np.ndarray,
+def reevaluate_button(rd: RunData, pred: Predictions, split: str) -> None:
+    """Offer to overwrite stored predictions that do not match this machine's faces (e.g. the
+    SynthFER generator changed since the run was evaluated)."""
+    if rd.data.spec is None or not pred.source.startswith("stored") or not st.button(
+            f"Re-evaluate this run on {rd.data.spec} (overwrites eval/{split}.*)", key="err_reeval"):
+        return
+    try:
+        with st.spinner("Evaluating…"):
+            resources.reevaluate(rd, split)
+    except (DataUnavailable, *components.MODEL_ERRORS) as exc:
+        st.warning(str(exc))
+        return
+    st.rerun()
+
+
+def matrix_section(info: RunInfo, split: str, pred: Predictions | None, cm: np.ndarray,
                    metrics: dict[str, Any], faces: Any, face_index: np.ndarray | None,
                    classes: Sequence[str], synthetic: bool) -> None:
     """The clickable confusion matrix, per-class metrics and the gallery of the selected cell."""
@@ -370,15 +368,15 @@ def matrix_section(info: RunInfo, split: str, bundle: dict[str, Any] | None, cm:
         st.dataframe(per_class_table(metrics), hide_index=True, key="err_per_class",
                      column_config={c: st.column_config.NumberColumn(c, format="%.3f")
                                     for c in ("precision", "recall", "F1")})
-    if bundle is None:
+    if pred is None:
         return
     clicked = selected_cell(classes)
     cell = clicked if clicked is not None else default_cell(cm)
     if clicked is None:
         st.caption("Showing the most frequent confusion — click any cell of the matrix to browse "
                    "its faces (diagonal cells: the correctly classified ones).")
-    cell_gallery(bundle, faces, face_index, classes, cell, synthetic=synthetic,
-                 run_key=f"{info.path}|{split}", run=info.path)
+    cell_gallery(pred, faces, face_index, classes, cell, synthetic=synthetic,
+                 run_key=f"{info.path}|{split}", info=info)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ Why it is built this way: a saliency map is only worth looking at next to the fa
 range visible, on a colour scale that can be shared across faces/methods/runs to compare them, and
 after checking that it depends on the model at all (Adebayo et al. 2018: some methods produce the
 same edge-detector-like maps for a randomly initialised network). All the math lives in
-:mod:`fer_core.explain.attribution`; this page picks faces and options, calls the cached wrappers
+:mod:`fer_core.explain.attribution`, reached through the run's one
+:class:`~fer_core.model.LoadedRun`; this page picks faces and options, calls the cached functions
 in :mod:`dashboard.resources` (one batched Captum call per page of faces) and draws.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,16 +20,17 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboard import components, resources
-from dashboard import resources as rx
-from dashboard.resources import DataUnavailable
-from fer_core.explain.attribution import BASELINES, METHODS, color_limits, colorize, image_to_face
+from dashboard.resources import DataUnavailable, FaceBatch, Predictions, RunData
+from fer_core.data.decode import image_to_face
+from fer_core.explain.attribution import BASELINES, METHODS
+from fer_core.explain.colour import color_limits, colorize
 from fer_core.gallery import cell_positions, default_cell, page_bounds, upscale
+from fer_core.model import HOOKED_METHODS, LoadedRun
 from fer_core.runs import RunInfo
 
 PER_PAGE = 24
 ZOOM = 3
 TILE_COLUMNS = 4
-SPLITS = ("test", "val", "train")
 SOURCES = {"split": "A page of a split", "cell": "A confusion cell", "upload": "Upload images"}
 TARGETS = {"pred": "predicted class", "true": "true class", "class": "a class of my choice"}
 BASELINE_LABELS = {"black": "black pixels", "mean": "dataset mean face", "blurred": "blurred face"}
@@ -53,40 +54,31 @@ def decode_uploads(files: Sequence[Any]) -> tuple[np.ndarray, list[str], list[st
     return arr, names, errors
 
 
-def split_options(info: RunInfo) -> list[str]:
-    present = set((info.config.get("data_summary") or {}).keys())
-    present |= {s for s in SPLITS if (info.path / "eval" / f"{s}.npz").exists()}
-    return [s for s in SPLITS if s in present] or ["test"]
-
-
-def faces_key(*parts: Any) -> str:
-    return hashlib.sha1(repr(parts).encode()).hexdigest()
-
-
 class Faces:
-    """The faces on screen: pixels plus what is known about them (labels may be -1)."""
+    """The faces on screen: a keyed pixel batch (what the caches take) plus what is known about
+    the faces (labels are -1 for uploads)."""
 
-    def __init__(self, x: np.ndarray, labels: np.ndarray, preds: np.ndarray, probs: np.ndarray,
-                 names: list[str], key: str) -> None:
-        self.x, self.labels, self.preds, self.probs, self.names, self.key = x, labels, preds, probs, names, key
+    def __init__(self, batch: FaceBatch, labels: np.ndarray, preds: np.ndarray, probs: np.ndarray,
+                 names: list[str], uploaded: bool = False) -> None:
+        self.batch, self.labels, self.preds, self.probs, self.names = batch, labels, preds, probs, names
+        self.uploaded = uploaded
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.batch.x
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.batch)
 
 
-def _load_split(info: RunInfo, split: str) -> tuple[dict[str, Any] | None, Any, str | None, str]:
-    """(bundle, FaceSet, problem, data_key) for a split of the run's data."""
-    data = resources.resolve_data(info.config, components.data_path())
+def _load_split(rd: RunData, split: str) -> tuple[Predictions | None, Any, np.ndarray | None, str | None]:
+    """(predictions, FaceSet, each prediction's face position, problem) for a split of the run's data."""
     try:
-        bundle = resources.predictions_for(info, split, data)
-        faces = resources.faces_for(data)
+        pred = resources.predictions(rd, split)
+        fs, index = resources.aligned_faces(rd, pred)
     except DataUnavailable as exc:
-        return None, None, str(exc), ""
-    idx = np.asarray(bundle["index"])
-    if len(idx) and (idx.max() >= len(faces) or not np.array_equal(faces.y.numpy()[idx], bundle["label"])):
-        return None, None, (f"the data at {data.spec} does not match the run's stored predictions; "
-                            "re-evaluate the run on it (Errors page)"), ""
-    return bundle, faces, None, f"{data.spec}|{data.val_fraction}|{data.seed}|{split}"
+        return None, None, None, str(exc)
+    return pred, fs, index, None
 
 
 def _page(n: int, key: str, reset: Any) -> tuple[int, int]:
@@ -103,7 +95,8 @@ def _page(n: int, key: str, reset: Any) -> tuple[int, int]:
     return start, stop
 
 
-def pick_faces(info: RunInfo, em: rx.ExplainModel, classes: Sequence[str]) -> tuple[Faces | None, dict[str, Any]]:
+def pick_faces(info: RunInfo, model: LoadedRun, rd: RunData,
+               classes: Sequence[str]) -> tuple[Faces | None, dict[str, Any]]:
     """The faces to explain (or None with a message shown), plus split context for cell means."""
     c1, c2, c3, c4, c5 = st.columns([3, 1, 2, 2, 2])
     with c1:
@@ -118,26 +111,26 @@ def pick_faces(info: RunInfo, em: rx.ExplainModel, classes: Sequence[str]) -> tu
         if not len(x):
             st.info("Upload one or more face images to explain them.")
             return None, ctx
-        key = "upload:" + hashlib.sha1(x.tobytes()).hexdigest()
-        probs = rx.explain_probs(str(info.path), em.stamp, key, x)
+        batch = resources.faces_batch(x)
+        probs = resources.probs(model, batch)
         st.caption("Uploaded faces have no true label: the *true class* target is unavailable.")
-        return Faces(x, np.full(len(x), -1), probs.argmax(1), probs, names, key), ctx
+        return Faces(batch, np.full(len(x), -1), probs.argmax(1), probs, names, uploaded=True), ctx
 
     with c2:
-        split = st.selectbox("Split", split_options(info), key="xp_split")
-    bundle, fs, problem, data_key = _load_split(info, split)
-    if bundle is None:
+        split = components.pick_option("Split", rd.available_splits(), "xp_split")
+    pred, fs, index, problem = _load_split(rd, split)
+    if pred is None:
         st.info(f"No faces of the {split} split to show: {problem}")
         return None, ctx
-    ctx = {"bundle": bundle, "faces": fs, "data_key": data_key, "split": split}
+    ctx = {"pred": pred, "split": split}
     if source == "split":
         with c3:
             wrong = st.checkbox("Only misclassified faces", key="xp_wrong")
-        pos = np.flatnonzero(bundle["label"] != bundle["pred"]) if wrong else np.arange(len(bundle["label"]))
+        pos = np.flatnonzero(pred.label != pred.pred) if wrong else np.arange(len(pred))
         reset: Any = (str(info.path), split, wrong)
         page_key = "xp_page"
     else:
-        cm = bundle["cm"]
+        cm = pred.cm
         d_true, d_pred = default_cell(cm)
         k = len(classes)
         with c3:
@@ -146,7 +139,7 @@ def pick_faces(info: RunInfo, em: rx.ExplainModel, classes: Sequence[str]) -> tu
         with c4:
             p = st.selectbox("Predicted class", range(k), index=d_pred, key="xp_cell_pred",
                              format_func=lambda j: f"{classes[j]} ({int(cm[t, j])} in this cell)")
-        pos = cell_positions(bundle["label"], bundle["pred"], t, p)
+        pos = cell_positions(pred.label, pred.pred, t, p)
         ctx["cell"] = (int(t), int(p))
         reset = (str(info.path), split, int(t), int(p))
         page_key = "xp_cell_page"
@@ -156,15 +149,13 @@ def pick_faces(info: RunInfo, em: rx.ExplainModel, classes: Sequence[str]) -> tu
     with c5:
         start, stop = _page(len(pos), page_key, reset)
     shown = pos[start:stop]
-    idx = np.asarray(bundle["index"])[shown]
-    x = fs.x[idx].numpy()
-    names = [f"row {int(r)}" for r in np.asarray(bundle["row"])[shown]]
-    key = faces_key(data_key, tuple(int(i) for i in idx))
-    return Faces(x, bundle["label"][shown], bundle["pred"][shown], bundle["probs"][shown], names, key), ctx
+    batch = FaceBatch(fs.x[index[shown]].numpy())
+    names = [f"row {int(r)}" for r in pred.row[shown]]
+    return Faces(batch, pred.label[shown], pred.pred[shown], pred.probs[shown], names), ctx
 
 
 # --------------------------------------------------------------------------- options
-def method_options(info: RunInfo, em: rx.ExplainModel) -> tuple[str, dict[str, Any]]:
+def method_options(model: LoadedRun) -> tuple[str, dict[str, Any]]:
     """Method picker + its options as a plain dict (hashable values only)."""
     c1, c2 = st.columns([1, 3])
     with c1:
@@ -182,10 +173,10 @@ def method_options(info: RunInfo, em: rx.ExplainModel) -> tuple[str, dict[str, A
             opts["nt_samples"] = int(st.slider("Noisy samples", 4, 64, 16, step=4, key="xp_sg_samples"))
             opts["noise"] = float(st.slider("Noise σ (fraction of the pixel range)", 0.05, 0.5, 0.15,
                                             step=0.05, key="xp_sg_noise"))
-        elif method == "gradcam":
-            layers = rx.explain_layers(str(info.path), em.stamp)
+        elif method == "gradcam" and not model.layer_reason:
+            layers = resources.gradcam_layers(model)
             names = [li.name for li in layers]
-            default = getattr(em.model, "gradcam_layer", names[-1] if names else "")
+            default = model.default_gradcam_layer()
             by = {li.name: li for li in layers}
             layer = st.selectbox("Layer (feature-map size)", names,
                                  index=names.index(default) if default in names else len(names) - 1,
@@ -199,7 +190,8 @@ def method_options(info: RunInfo, em: rx.ExplainModel) -> tuple[str, dict[str, A
         elif method == "occlusion":
             opts["window"] = int(st.slider("Window (px)", 4, 16, 8, step=2, key="xp_occ_window"))
             opts["stride"] = int(st.slider("Stride (px)", 2, 8, 4, step=2, key="xp_occ_stride"))
-    for note in rx.explain_notes(str(info.path), em.stamp, method, opts.get("layer")):
+    for note in ([] if method in HOOKED_METHODS and model.layer_reason
+                 else resources.method_notes(model, method, opts.get("layer"))):
         st.info(note)
     return method, opts
 
@@ -268,34 +260,32 @@ def detail_figure(face: np.ndarray, maps: list[np.ndarray], titles: list[str], l
 
 
 # --------------------------------------------------------------------------- sections
-def sanity_section(info: RunInfo, em: rx.ExplainModel, faces: Faces, method: str, opts_items: tuple,
-                   targets: np.ndarray, mean_face: Any, classes: Sequence[str], shared: bool, overlay: bool) -> None:
-    from fer_core.explain.attribution import parameter_layers
-
-    n_all = len(parameter_layers(em.model))
+def sanity_section(model: LoadedRun, faces: Faces, method: str, opts_items: tuple, targets: np.ndarray,
+                   mean_face: Any, classes: Sequence[str], shared: bool, overlay: bool) -> None:
+    n_all = len(model.parameter_layers())
     c1, c2 = st.columns([2, 1])
     with c1:
         n = int(st.slider("Randomise the top … layers (cascading from the output)", 1, n_all, n_all,
                           key="xp_sanity_layers"))
     with c2:
         seed = int(st.number_input("Seed", 0, 10_000, 0, key="xp_sanity_seed"))
-    res = rx.explain_sanity(str(info.path), em.stamp, method, opts_items, faces.key, tuple(int(t) for t in targets),
-                            n, seed, faces.x, mean_face)
-    sim = np.asarray(res["similarity"])
+    targets_t = tuple(int(t) for t in targets)
+    res = resources.sanity(model, faces.batch, targets_t, method, opts_items, n, seed, mean_face)
+    sim = np.asarray(res.similarity)
+    mean_sim = res.mean_similarity
     st.metric("Spearman rank correlation, original vs randomised (mean over faces)",
-              "n/a" if not np.isfinite(res["mean"]) else f"{res['mean']:.2f}")
-    st.caption(f"Randomised {len(res['layers'])} layer(s): {', '.join(res['layers'])}. Close to 1 = the map "
+              "n/a" if not np.isfinite(mean_sim) else f"{mean_sim:.2f}")
+    st.caption(f"Randomised {len(res.layers)} layer(s): {', '.join(res.layers)}. Close to 1 = the map "
                "barely changed when the learned weights were destroyed: it is not explaining the model. "
                "Close to 0 = it depends on what the model learned (what a faithful map should do).")
-    maps = [res["original"], res["randomized"]]
+    maps = [res.original, res.randomized]
     signed = METHODS[method].signed
     lims = [color_limits(np.concatenate(maps), shared=shared, signed=signed)[:len(faces)],
             color_limits(np.concatenate(maps), shared=shared, signed=signed)[len(faces):]]
     tiles(faces, maps, lims, signed, ["orig ", "rand "], classes, overlay,
           extra=[f"ρ={s:.2f}" if np.isfinite(s) else "ρ=n/a" for s in sim])
     if st.button("Cascade: similarity as layers are randomised one by one", key="xp_cascade"):
-        steps = rx.explain_cascade(str(info.path), em.stamp, method, opts_items, faces.key,
-                                   tuple(int(t) for t in targets), seed, faces.x, mean_face)
+        steps = resources.cascade(model, faces.batch, targets_t, method, opts_items, seed, mean_face)
         fig = go.Figure(go.Scatter(x=[f"{k}: {name}" for k, name, _ in steps], y=[s for _, _, s in steps],
                                    mode="lines+markers"))
         fig.update_layout(height=320, yaxis=dict(title="mean Spearman ρ", range=[-1, 1]),
@@ -303,9 +293,9 @@ def sanity_section(info: RunInfo, em: rx.ExplainModel, faces: Faces, method: str
         st.plotly_chart(fig, key="xp_cascade_chart")
 
 
-def cell_means_section(info: RunInfo, em: rx.ExplainModel, ctx: dict[str, Any], method: str, opts_items: tuple,
+def cell_means_section(model: LoadedRun, rd: RunData, ctx: dict[str, Any], method: str, opts_items: tuple,
                        mean_face: Any, classes: Sequence[str], synthetic: bool) -> None:
-    bundle, fs = ctx["bundle"], ctx["faces"]
+    pred: Predictions = ctx["pred"]
     c1, c2, c3 = st.columns(3)
     with c1:
         if "cell" in ctx:
@@ -324,9 +314,8 @@ def cell_means_section(info: RunInfo, em: rx.ExplainModel, ctx: dict[str, Any], 
     if scope == "all" and not st.toggle(f"Compute all {len(cells)} cells (up to {cap} faces each)",
                                         key="xp_cells_go"):
         return
-    idx = np.asarray(bundle["index"])
-    res = rx.explain_cell_maps(str(info.path), em.stamp, method, opts_items, ctx["data_key"], tuple(cells), target,
-                               cap, fs.x, idx, bundle["label"], bundle["pred"], mean_face)
+    res = resources.cell_maps(model, resources.split_faces(rd, pred), pred, method, opts_items, tuple(cells),
+                              target, cap, mean_face)
     signed = METHODS[method].signed
     st.caption("Each face's map is scaled to max |value| 1 before averaging. Left: the cell's mean face; "
                "right: its mean map." + (" Faces are synthetic (SynthFER)." if synthetic else ""))
@@ -368,31 +357,33 @@ def main() -> None:
     info = components.pick_model_run("xp_run")
     if info is None:
         return
-    em = components.explain_model_or_error(info)
-    if em is None:
+    model = components.model_or_error(info)
+    if model is None:
         return
-    classes = resources.classes_of(info.config)
+    if model.gradient_reason is not None:
+        st.info(f"Attribution maps need the model's gradients, and {info.label} has no torch module here: "
+                f"{model.gradient_reason.rstrip('.')}.")
+        return
+    rd = resources.run_data(info, components.data_path())
+    classes = model.classes
     synthetic = info.synthetic
 
-    faces, ctx = pick_faces(info, em, classes)
-    method, opts = method_options(info, em)
+    faces, ctx = pick_faces(info, model, rd, classes)
+    method, opts = method_options(model)
     if faces is None:
         return
-    shown_synth = synthetic and not faces.key.startswith("upload:")
-    if shown_synth:
+    if synthetic and not faces.uploaded:
         st.caption("These are **synthetic** faces (SynthFER), not photographs.")
 
     mean_face = None
     if opts.get("baseline") == "mean":
-        if ctx.get("faces") is not None:
-            mean_face = rx.explain_mean_face(ctx["data_key"].rsplit("|", 1)[0], ctx["faces"])
-        elif not em.preprocess.normalize:
+        if "pred" in ctx:
+            mean_face = resources.data_mean_face(rd)
+        elif not model.preprocess.normalize:
             st.warning("The mean-face baseline needs the run's dataset (pick faces from a split) for a model "
                        "trained without normalisation; using black pixels instead.")
             opts["baseline"] = "black"
-    # The mean face's identity is part of the cache key (the array itself is passed unhashed).
-    opts_items = tuple(sorted(opts.items())) + ((("mean_face_of", ctx.get("data_key", "")),)
-                                                if mean_face is not None else ())
+    opts_items = tuple(sorted(opts.items()))
 
     targets, other, target_kind = pick_targets(faces, classes)
     c1, c2, c3 = st.columns(3)
@@ -406,8 +397,12 @@ def main() -> None:
     shared, signed = scale == "shared", METHODS[method].signed
 
     all_targets = targets if other is None else np.concatenate([targets, other])
-    maps = rx.explain_maps(str(info.path), em.stamp, method, opts_items, faces.key,
-                           tuple(int(t) for t in all_targets), faces.x, mean_face)
+    if method in HOOKED_METHODS and model.layer_reason:
+        st.info(f"{METHODS[method].label} is unavailable for {info.label}: {model.layer_reason.rstrip('.')}. "
+                "Saliency, Integrated Gradients, SmoothGrad and Occlusion work.")
+        return
+    maps = resources.attributions(model, faces.batch, tuple(int(t) for t in all_targets), method, opts_items,
+                                  mean_face)
     views = [maps[:len(faces)]] if other is None else [maps[:len(faces)], maps[len(faces):]]
     lim_all = color_limits(np.concatenate(views), shared=shared, signed=signed)
     lims = [lim_all[i * len(faces):(i + 1) * len(faces)] for i in range(len(views))]
@@ -440,11 +435,11 @@ def main() -> None:
 
     if sanity:
         st.subheader("Sanity check: the same maps with randomised weights")
-        sanity_section(info, em, faces, method, opts_items, targets, mean_face, classes, shared, overlay)
+        sanity_section(model, faces, method, opts_items, targets, mean_face, classes, shared, overlay)
 
-    if "bundle" in ctx:
+    if "pred" in ctx:
         st.subheader("Mean map per confusion cell")
-        cell_means_section(info, em, ctx, method, opts_items, mean_face, classes, synthetic)
+        cell_means_section(model, rd, ctx, method, opts_items, mean_face, classes, synthetic)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Filters page: what each filter of a conv layer responds to.
 
-Three views of one layer, all computed by :mod:`fer_core.explain.featviz` through the cached
-wrappers in :mod:`dashboard.resources`:
+Three views of one layer, all computed by :mod:`fer_core.explain.featviz` on the run's one
+:class:`~fer_core.model.LoadedRun`, through the cached functions in :mod:`dashboard.resources`:
 
 * the input pattern that maximally activates each filter (gradient ascent on the input, every
   selected filter optimised together in one batch), naive and regularised side by side -- the
@@ -14,18 +14,18 @@ wrappers in :mod:`dashboard.resources`:
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import streamlit as st
 
 from dashboard import components, resources
-from dashboard import resources as rx
-from dashboard.resources import DataUnavailable
-from fer_core.explain.attribution import color_limits, colorize, image_to_face
+from dashboard.resources import DataUnavailable, FaceBatch
+from fer_core.data.decode import image_to_face
+from fer_core.explain.colour import color_limits, colorize
 from fer_core.explain.featviz import DEFAULTS, MODES, parse_filters
 from fer_core.gallery import upscale
+from fer_core.model import LoadedRun
 from fer_core.runs import RunInfo
 
 ZOOM = 2
@@ -56,19 +56,17 @@ def spotlight(faces_u8: np.ndarray, maps01: np.ndarray) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _split_faces(info: RunInfo) -> tuple[Any | None, str, str | None]:
-    """(test-split faces uint8, data key, problem) of the run's data."""
-    data = resources.resolve_data(info.config, components.data_path())
+def _split_faces(info: RunInfo) -> tuple[FaceBatch | None, str, str | None]:
+    """(the faces of the run's test split -- else its first split -- as one batch, the split, problem)."""
+    rd = resources.run_data(info, components.data_path())
+    split = rd.available_splits()[0]
     try:
-        fs = resources.faces_for(data)
+        return resources.split_faces(rd, resources.predictions(rd, split)), split, None
     except DataUnavailable as exc:
-        return None, "", str(exc)
-    split = "test" if "test" in fs.splits else fs.splits[-1]
-    part = fs.select(split)
-    return part.x.numpy(), f"{data.spec}|{data.val_fraction}|{data.seed}|{split}", None
+        return None, split, str(exc)
 
 
-def featviz_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: list[int]) -> None:
+def featviz_section(model: LoadedRun, layer: str, filters: list[int]) -> None:
     c1, c2, c3, c4 = st.columns(4)
     with c1:
         steps = int(st.number_input("Steps", 1, 512, 64, step=8, key="fv_steps"))
@@ -80,12 +78,12 @@ def featviz_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: lis
                                        step=0.01, format="%.3f", key="fv_lr_reg"))
     with c4:
         seed = int(st.number_input("Seed", 0, 10_000, 0, key="fv_seed"))
-    if rx.featviz_weights(str(info.path), em.stamp, layer) is not None:
+    if resources.filter_weights(model, layer) is not None:
         st.caption(f"{layer} reads the pixels directly and is linear in them, so its *mean* activation is "
                    "maximised by a nearly uniform image (its response to the average brightness). Its "
                    "kernels, under *Filter outputs* below, show its pattern directly; deeper layers give "
                    "more telling images.")
-    settings = (str(info.path), em.stamp, layer, tuple(filters), steps, lr_naive, lr_reg, seed)
+    settings = (model.key, layer, tuple(filters), steps, lr_naive, lr_reg, seed)
     if st.button(f"Optimise {len(filters)} filter image(s) (one batch per mode)", key="fv_go", type="primary"):
         st.session_state["fv_done"] = settings
     if st.session_state.get("fv_done") != settings:
@@ -94,7 +92,7 @@ def featviz_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: lis
     cols = st.columns(2)
     for col, mode, lr in zip(cols, MODES, (lr_naive, lr_reg)):
         with col:
-            res = rx.featviz_images(str(info.path), em.stamp, layer, mode, tuple(filters), steps, lr, seed)
+            res = resources.filter_images(model, layer, mode, tuple(filters), steps, lr, seed)
             st.markdown(f"**{MODE_LABELS[mode]}**")
             st.caption(f"{len(res.filters)} filters × {res.steps} steps, lr {res.lr:g}, {res.seconds:.1f}s "
                        "(one batch). Caption: filter · its mean activation on the image.")
@@ -102,10 +100,10 @@ def featviz_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: lis
                        columns=GRID // 2)
 
 
-def outputs_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: list[int], faces_u8: Any,
+def outputs_section(model: LoadedRun, layer: str, filters: list[int], faces: FaceBatch | None, split: str,
                     synthetic: bool) -> None:
     src = st.radio("Face", ["split", "upload"], key="fv_face_src", horizontal=True,
-                   format_func={"split": "from the test split", "upload": "upload an image"}.get)
+                   format_func={"split": f"from the {split} split", "upload": "upload an image"}.get)
     face, name = None, ""
     if src == "upload":
         f = st.file_uploader("Face image", key="fv_upload")
@@ -117,20 +115,19 @@ def outputs_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: lis
                          "Upload a PNG, JPEG, BMP, WebP or TIFF picture of a face.")
         else:
             st.info("Upload a face image to see the layer's outputs for it.")
-    elif faces_u8 is None:
+    elif faces is None:
         st.info("No faces of the run's data are available here (see above); upload one instead.")
     else:
-        i = int(st.number_input(f"Face (0–{len(faces_u8) - 1})", 0, len(faces_u8) - 1, 0, key="fv_face"))
-        face, name = faces_u8[i], f"test face {i}" + (" (synthetic)" if synthetic else "")
+        i = int(st.number_input(f"Face (0–{len(faces) - 1})", 0, len(faces) - 1, 0, key="fv_face"))
+        face, name = faces.x[i], f"{split} face {i}" + (" (synthetic)" if synthetic else "")
     if face is None:
         return
-    key = hashlib.sha1(np.asarray(face).tobytes()).hexdigest()
-    acts = rx.featviz_activations(str(info.path), em.stamp, layer, key, face)[filters]
+    acts = resources.activations(model, layer, resources.faces_batch(np.asarray(face)[None]))[filters]
     lim = color_limits(acts, shared=True, signed=bool(acts.min() < 0))[0]
     c1, c2 = st.columns([1, 5])
     with c1:
         st.image(upscale(np.asarray(face), 3), caption=f"input: {name}", clamp=True)
-        weights = rx.featviz_weights(str(info.path), em.stamp, layer)
+        weights = resources.filter_weights(model, layer)
         if weights is not None:
             st.caption("This layer reads the image directly; its kernels (below) are the filters themselves.")
             wl = color_limits(weights[filters], shared=True, signed=True)
@@ -144,9 +141,9 @@ def outputs_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: lis
         image_grid(rgb, [f"#{f} · max {a.max():.2g}" for f, a in zip(filters, acts)], columns=GRID, zoom=zoom)
 
 
-def top_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: list[int], faces_u8: Any,
-                data_key: str, synthetic: bool) -> None:
-    if faces_u8 is None:
+def top_section(model: LoadedRun, layer: str, filters: list[int], faces: FaceBatch | None, split: str,
+                synthetic: bool) -> None:
+    if faces is None:
         st.info("No faces of the run's data are available here (see above).")
         return
     c1, c2 = st.columns([3, 1])
@@ -158,14 +155,13 @@ def top_section(info: RunInfo, em: rx.ExplainModel, layer: str, filters: list[in
     if not chosen:
         st.caption("Choose one or more filters.")
         return
-    top = rx.featviz_top_faces(str(info.path), em.stamp, layer, tuple(int(f) for f in chosen), k, data_key,
-                               faces_u8)
-    st.caption(f"Of {len(faces_u8)} test faces" + (" (synthetic, SynthFER)" if synthetic else "")
+    top = resources.top_faces(model, layer, faces, tuple(int(f) for f in chosen), k)
+    st.caption(f"Of {len(faces)} {split} faces" + (" (synthetic, SynthFER)" if synthetic else "")
                + ": the ones whose strongest response to the filter is highest. The face is dimmed where "
                "the filter is silent and glows red where it fires (its activation map, upsampled to the "
                "face). Caption: face index · strongest response.")
     for r, f in enumerate(top.filters):
-        over = spotlight(faces_u8[top.index[r]], top.maps[r])
+        over = spotlight(faces.x[top.index[r]], top.maps[r])
         st.markdown(f"**filter #{int(f)}**")
         image_grid(over, [f"#{int(i)} · {s:.2g}" for i, s in zip(top.index[r], top.score[r])], columns=12)
 
@@ -177,17 +173,27 @@ def main() -> None:
     info = components.pick_model_run("fv_run")
     if info is None:
         return
-    em = components.explain_model_or_error(info)
-    if em is None:
+    model = components.model_or_error(info)
+    if model is None:
         return
-    layers = rx.featviz_layers(str(info.path), em.stamp)
+    if model.gradient_reason is not None:
+        st.info(f"Filter views need the model's layers and gradients, and {info.label} has no torch module "
+                f"here: {model.gradient_reason.rstrip('.')}.")
+        return
+    layers = resources.feature_layers(model)
     if not layers:
-        st.info("This model lists no feature layers.")
+        st.info(f"No filter views for {info.label}: "
+                + (model.layer_reason.rstrip(".") + "." if model.layer_reason else "its model lists no conv layers."))
         return
     by = {li.name: li for li in layers}
+    names = list(by)
+    default = model.default_feature_layer()
     c1, c2 = st.columns([2, 2])
     with c1:
-        layer = st.selectbox("Layer", list(by), format_func=lambda n: by[n].label, key="fv_layer")
+        # The default is a layer whose images mean something: the first conv is linear in the
+        # pixels, so its ascent image is nearly uniform.
+        layer = components.pick_option("Layer", names, "fv_layer", format_func=lambda n: by[n].label,
+                                       index=names.index(default) if default in names else 0)
     n = by[layer].channels
     with c2:
         text = st.text_input(f"Filters (of 0–{n - 1}), e.g. 0-15, 20, all", value="0-15" if n > 16 else "all",
@@ -198,16 +204,16 @@ def main() -> None:
         st.error(f"Filters: {exc}")
         return
     synthetic = info.synthetic
-    faces_u8, data_key, problem = _split_faces(info)
+    faces, split, problem = _split_faces(info)
     if problem:
         st.info(f"Dataset faces unavailable: {problem}")
 
     st.subheader("Inputs that maximise each filter")
-    featviz_section(info, em, layer, filters)
+    featviz_section(model, layer, filters)
     st.subheader("Filter outputs for one face")
-    outputs_section(info, em, layer, filters, faces_u8, synthetic)
+    outputs_section(model, layer, filters, faces, split, synthetic)
     st.subheader("Faces that activate each filter most")
-    top_section(info, em, layer, filters, faces_u8, data_key, synthetic)
+    top_section(model, layer, filters, faces, split, synthetic)
 
 
 if __name__ == "__main__":

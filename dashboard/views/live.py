@@ -5,7 +5,7 @@ crop the model sees, all seven probabilities, a saliency/Grad-CAM overlay, a sec
 side); *Snapshot* (``st.camera_input``) is the webcam path that works in every browser and
 network; *Live* (streamlit-webrtc) annotates the video stream frame by frame, but needs a WebRTC
 connection between browser and server. All three go through the same
-:class:`fer_core.predictor.Predictor` (one per checkpoint, shared by all sessions), so upload,
+:class:`fer_core.model.LoadedRun` (one per checkpoint, shared by all sessions), so upload,
 snapshot and live frames are cropped and preprocessed exactly like the training data.
 
 Per-file handling is :func:`analyze_bytes` (no Streamlit; returns a :class:`FileResult`) plus
@@ -30,8 +30,12 @@ import streamlit as st
 
 from dashboard import components, resources
 from fer_core.checkpoint import CheckpointError
-from fer_core.faces import DEFAULT_DETECTOR, ImageError, list_detectors, load_image
-from fer_core.predictor import LiveSettings, Prediction, Predictor, draw_faces, heat_overlay
+from fer_core.explain.colour import heat_overlay
+from fer_core.live.draw import draw_faces
+from fer_core.live.faces import DEFAULT_DETECTOR, ImageError, list_detectors, load_image
+from fer_core.live.stream import LiveSettings
+from fer_core.live.faces import Prediction
+from fer_core.model import LoadedRun
 from fer_core.runs import RunError, RunInfo
 
 BACKEND_LABELS = {"onnx": "ONNX Runtime (fp32)", "torch-bf16": "PyTorch bf16", "torch": "PyTorch fp32"}
@@ -53,7 +57,7 @@ ICE_HELP = (
 def default_run(runs: Sequence[RunInfo]) -> str | None:
     """The Live page's default model: the real-data (non-synthetic) run with the best validation
     accuracy (never chosen on test), else a synthetic cnn4 run, else the first run."""
-    ok = [r for r in runs if not r.error]
+    ok = [r for r in runs if not r.error and r.has_model]
     real = [r for r in ok if not r.synthetic]
     if real:
         return str(max(real, key=lambda r: float(r.config.get("best_val_acc", -1.0) or -1.0)).path)
@@ -90,7 +94,7 @@ class FileResult:
         return len(self.predictions[0].faces) if self.predictions else 0
 
 
-def analyze_bytes(name: str, data: bytes, predictors: Sequence[Predictor], *, detector: str | None = None,
+def analyze_bytes(name: str, data: bytes, predictors: Sequence[LoadedRun], *, detector: str | None = None,
                   whole_image: bool = False, attribution: str = "gradcam") -> FileResult:
     """Load, detect once, classify the same faces with every predictor, attribute each face.
 
@@ -125,7 +129,7 @@ def analyze_bytes(name: str, data: bytes, predictors: Sequence[Predictor], *, de
     return FileResult(name=name, image=image, predictions=preds, maps=maps)
 
 
-def annotated(result: FileResult, predictor: Predictor) -> np.ndarray:
+def annotated(result: FileResult, predictor: LoadedRun) -> np.ndarray:
     """The image with the first model's boxes and ``#i label p`` tags (no bars: shown below)."""
     img = np.ascontiguousarray(result.image).copy()
     pred = result.predictions[0]
@@ -142,7 +146,7 @@ def _zoom(img: np.ndarray, k: int = ZOOM) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- rendering
-def render_result(result: FileResult, labels: Sequence[str], predictors: Sequence[Predictor], *,
+def render_result(result: FileResult, labels: Sequence[str], predictors: Sequence[LoadedRun], *,
                   key: str, attribution: str) -> None:
     """Everything the page shows for one file (or its error message)."""
     st.markdown(f"#### {result.name}")
@@ -196,7 +200,7 @@ def render_result(result: FileResult, labels: Sequence[str], predictors: Sequenc
 
 
 # --------------------------------------------------------------------------- page sections
-def _controls(runs: list[RunInfo]) -> tuple[list[str], list[Predictor], str, bool, str] | None:
+def _controls(runs: list[RunInfo]) -> tuple[list[str], list[LoadedRun], str, bool, str] | None:
     by = components.runs_by_path(runs)
     c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
     with c1:
@@ -225,7 +229,7 @@ def _controls(runs: list[RunInfo]) -> tuple[list[str], list[Predictor], str, boo
             components.run_problem(info)
             return None
         try:
-            predictors.append(resources.live_predictor(Path(path)))
+            predictors.append(resources.loaded_run(Path(path)))
         except (RunError, CheckpointError, ValueError, OSError, RuntimeError) as exc:
             st.error(f"Cannot load **{info.label}**: {exc}", icon="🚫")
             return None
@@ -236,7 +240,7 @@ def _controls(runs: list[RunInfo]) -> tuple[list[str], list[Predictor], str, boo
     return labels, predictors, detector, whole, attribution
 
 
-def upload_section(labels: list[str], predictors: list[Predictor], detector: str, whole: bool,
+def upload_section(labels: list[str], predictors: list[LoadedRun], detector: str, whole: bool,
                    attribution: str) -> None:
     files = st.file_uploader(
         "Drop one or more images", accept_multiple_files=True, key="live_upload",
@@ -258,7 +262,7 @@ def _max_pixels() -> str:
     return f"{Image.MAX_IMAGE_PIXELS:,}" if Image.MAX_IMAGE_PIXELS else "unlimited"
 
 
-def snapshot_section(labels: list[str], predictors: list[Predictor], detector: str, whole: bool,
+def snapshot_section(labels: list[str], predictors: list[LoadedRun], detector: str, whole: bool,
                      attribution: str) -> None:
     st.caption("Take a photo with your webcam; it is analysed like an uploaded image. This works in "
                "every browser and network (no WebRTC connection needed).")
@@ -269,7 +273,7 @@ def snapshot_section(labels: list[str], predictors: list[Predictor], detector: s
         render_result(res, labels, predictors, key="live_snap", attribution=attribution)
 
 
-def live_section(predictor: Predictor, detector: str) -> None:
+def live_section(predictor: LoadedRun, detector: str) -> None:
     try:
         import av
         from streamlit_webrtc import WebRtcMode, webrtc_streamer
@@ -277,7 +281,7 @@ def live_section(predictor: Predictor, detector: str) -> None:
         st.info("The live stream needs `streamlit-webrtc` (`pip install streamlit-webrtc==0.79.0`). "
                 "Use **Snapshot** meanwhile.", icon="ℹ️")
         return
-    from fer_core.predictor import LiveProcessor
+    from fer_core.live.stream import LiveProcessor
 
     c1, c2, c3, c4 = st.columns(4)
     with c1:

@@ -19,6 +19,7 @@ from dashboard import components, resources
 from fer_core.checkpoint import CheckpointError
 from fer_core.mathcheck import conv_output_size
 from fer_core.models import list_models, model_info
+from fer_core.models.summary import LayerRow
 from fer_core.runs import RunError
 
 TOLERANCE = 1e-9  # float64 agreement expected between hand-derived and autograd results
@@ -28,19 +29,19 @@ def _shape(s: Any) -> str:
     return "×".join(str(v) for v in s) if s else "—"
 
 
-def layer_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def layer_frame(rows: list[LayerRow]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "layer": r["name"], "type": r["type"], "input": _shape(r["input_shape"]),
-        "output (observed)": _shape(r["output_shape"]), "params": int(r["params"]),
-        "formula": r["formula"] or "",
-        "check": "" if r["ok"] is None else ("✓" if r["ok"] else f"✗ predicted {_shape(r['predicted_shape'])}"),
+        "layer": r.name, "type": r.type, "input": _shape(r.input_shape),
+        "output (observed)": _shape(r.output_shape), "params": int(r.params),
+        "formula": r.formula or "",
+        "check": "" if r.ok is None else ("✓" if r.ok else f"✗ predicted {_shape(r.predicted_shape)}"),
     } for r in rows])
 
 
 def layer_section() -> None:
     st.subheader("Layer table")
     src = st.radio("Source", ["architecture", "run"], horizontal=True, key="model_src")
-    rows: list[dict[str, Any]] | None = None
+    rows: list[LayerRow] | None = None
     if src == "architecture":
         names = list_models()
         default = names.index("cnn4") if "cnn4" in names else 0
@@ -60,14 +61,14 @@ def layer_section() -> None:
             components.run_problem(info)
             st.caption(f"model `{info.config.get('model')}` {info.config.get('model_kwargs') or ''}")
             try:
-                rows = resources.run_layer_rows(info.path)
-            except (CheckpointError, RunError, OSError, RuntimeError) as exc:
-                st.warning(f"Cannot load this run's model: {exc}")
+                rows = resources.run_layer_rows(resources.loaded_run(info.path))
+            except (CheckpointError, RunError, OSError, RuntimeError, ValueError) as exc:
+                st.warning(f"Cannot show this run's layers: {exc}")
     if rows is None:
         return
-    total = sum(int(r["params"]) for r in rows)
-    checked = [r for r in rows if r["ok"] is not None]
-    ok = sum(1 for r in checked if r["ok"])
+    total = sum(int(r.params) for r in rows)
+    checked = [r for r in rows if r.ok is not None]
+    ok = sum(1 for r in checked if r.ok)
     c1, c2, c3 = st.columns(3)
     c1.metric("parameters", f"{total:,}")
     c2.metric("layers", len(rows))

@@ -5,6 +5,10 @@ so the page overlays any number of them, highlights only the config keys that di
 experimental variable), and puts the stored per-class accuracies next to each other. A run that is
 still training refreshes its curves in a fragment on a timer, so a user can watch it without
 reloading. Broken runs are listed with their problem and skipped; the rest keeps working.
+
+What is selected first: the user's own runs (anything not under the shipped ``checkpoints/``),
+newest first, since someone who trained a model comes here to see it; the shipped runs only when
+there are none.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ REFRESH_S = 5.0
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22")
 RESULT_KEYS = ("created", "best_epoch", "best_val_acc", "finished")  # results, not settings
+DEFAULT_MAX = 8  # runs selected on the first view (more make the curves unreadable)
 
 
 def curve_figures(runs: Sequence[RunInfo], frames: dict[str, pd.DataFrame], smooth: float,
@@ -172,15 +177,25 @@ def _live_section(paths: list[str], smooth: float, xaxis: str) -> None:
                                     "time (min)": st.column_config.NumberColumn(format="%.1f")})
 
 
+def default_selection(runs: Sequence[RunInfo]) -> list[str]:
+    """The runs selected on the first view: the user's healthy runs newest first (a run still
+    training is among them, marked by its label), else the shipped ones, else the first run (so its
+    problem is shown)."""
+    healthy = [r for r in runs if not r.error]
+    own = sorted((r for r in healthy if not resources.is_shipped(r)), key=lambda r: r.modified, reverse=True)
+    if own:
+        return [str(r.path) for r in own[:DEFAULT_MAX]]
+    shipped = [str(r.path) for r in healthy if resources.is_shipped(r)]
+    return shipped or [str(runs[0].path)]
+
+
 def main() -> None:
     st.title("Runs")
     runs = resources.discover_runs()
     if not runs:
         components.no_runs_message()
         return
-    shipped = [str(r.path) for r in runs if resources.is_shipped(r)]
-    default = shipped or [str(r.path) for r in runs if not r.error][:8] or [str(runs[0].path)]
-    selected = components.pick_runs(runs, "runs_select", default)
+    selected = components.pick_runs(runs, "runs_select", default_selection(runs))
     if not selected:
         st.info("Pick one or more runs above.")
         return
@@ -228,6 +243,45 @@ def main() -> None:
     if missing:
         st.info(f"No eval/{split}.json yet for: {', '.join(missing)}. Evaluate with "
                 f"`python -m fer_core evaluate RUN_DIR --split {split}`.")
+
+    report_section(chosen)
+
+
+def report_section(chosen: Sequence[RunInfo]) -> None:
+    """The "Report" button: one run's whole analysis as one self-contained HTML file (the other
+    selected runs overlaid in its history), built with a progress bar and offered for download.
+    Built through ``resources.report_html``, so building it again is a cache hit."""
+    st.subheader("Report")
+    by = {str(r.path): r for r in chosen if r.config}
+    if not by:
+        return
+    c1, c2 = st.columns([3, 1])
+    with c1:
+        target = st.selectbox("Report on", list(by), format_func=lambda p: components.run_label(by[p]),
+                              key="runs_report_run")
+    with c2:
+        split = st.selectbox("Split", ["test", "val"], key="runs_report_split",
+                             help="split of the confusion-matrix, saliency and filter sections")
+    others = [r for p, r in by.items() if p != target]
+    st.caption("One HTML file with every image embedded (opens offline): summary, architecture, training history"
+               + (f" with the {len(others)} other selected run(s) overlaid" if others else "")
+               + ", confusion matrix, saliency, filters and the math. Same as `python -m fer_core report`.")
+    wanted = (target, split, tuple(str(r.path) for r in others), components.data_path())
+    if st.button("Report", key="runs_report_build", type="primary"):
+        bar = st.progress(0.0, text="Building the report…")
+        try:
+            html = resources.report_html(by[target], components.data_path(), others, split,
+                                         progress=lambda f, m: bar.progress(min(max(float(f), 0.0), 1.0), text=m))
+        except (RunError, ValueError) as exc:
+            bar.empty()
+            st.error(f"The report could not be built: {exc}")
+            return
+        bar.empty()
+        st.session_state["runs_report_html"] = (wanted, html)
+    built = st.session_state.get("runs_report_html")
+    if built and built[0] == wanted:
+        st.download_button("Download the report (HTML)", built[1], file_name=f"{by[target].name}-report.html",
+                           mime="text/html", key="runs_report_download", on_click="ignore")
 
 
 if __name__ == "__main__":

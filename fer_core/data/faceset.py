@@ -2,8 +2,8 @@
 
 Why one container: the trainer, the evaluator, the dashboard's error gallery and the predictor all
 need the same four facts per face (pixels, label, split, the row it came from in the user's file),
-so every loader in :mod:`fer_core.data.sources` produces exactly this and nothing downstream knows
-which file format it came from.
+so every reader behind :func:`fer_core.data.spec.open_dataset` produces exactly this and nothing
+downstream knows which file format it came from.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 UNLABELED = -1
 
 # FER2013's ``Usage`` column (and the folder/file names of its other layouts) -> our split names.
-_USAGE_ALIASES = {
+USAGE_ALIASES = {
     "training": "train", "train": "train",
     "val": "val", "valid": "val", "validation": "val",
     "test": "test", "publictest": "PublicTest", "privatetest": "PrivateTest",
@@ -131,13 +131,16 @@ def splits_from_usage(usage: np.ndarray | None, y: np.ndarray, *, val_fraction: 
     if usage is None:
         out = np.full(n, default, dtype=object)
     else:
-        norm = []
+        norm, seen = [], {}   # seen: each distinct value is interpreted once
         for u in np.asarray(usage).tolist():
-            key = str(u).strip().lower().replace("_", "").replace(" ", "")
-            if key not in _USAGE_ALIASES:
-                raise ValueError(f"unknown Usage/split value {u!r}; expected Training, PublicTest, "
-                                 "PrivateTest or train/val/test")
-            norm.append(_USAGE_ALIASES[key])
+            split = seen.get(u)
+            if split is None:
+                key = str(u).strip().lower().replace("_", "").replace(" ", "")
+                if key not in USAGE_ALIASES:
+                    raise ValueError(f"unknown Usage/split value {u!r}; expected Training, "
+                                     "PublicTest, PrivateTest or train/val/test")
+                split = seen[u] = USAGE_ALIASES[key]
+            norm.append(split)
         out = np.array(norm, dtype=object)
         has_pub, has_priv = (out == "PublicTest").any(), (out == "PrivateTest").any()
         if has_pub and has_priv:

@@ -4,6 +4,8 @@ Why it exists: FER2013 cannot be shipped with the project, yet every feature (tr
 the confusion matrix, the error gallery, attributions, the tests and the CI) has to be usable and
 testable offline. SynthFER fills that gap with procedurally drawn 48x48 grayscale faces. They are
 *not* photographs of people, and anything that shows them must say "synthetic".
+(One file over the usual size: the face renderer and its action units are one drawing procedure,
+and its random stream must stay in one place for the faces to stay reproducible.)
 
 Why it is not a toy: the expressions are composed from FACS action units (AUs), the building blocks
 used to describe real facial expressions, so the classes overlap the way FER2013's do::

@@ -4,7 +4,9 @@ Why thin adapters: Captum already implements Saliency, Integrated Gradients, Smo
 (``NoiseTunnel``), Guided Backprop, Grad-CAM (``LayerGradCam``) and Occlusion, with their hooks
 removed in ``finally``. Each adapter here only translates our options (baseline *kind*, noise in
 pixel units, a dotted layer name, a window size in pixels) into Captum's arguments. Nothing here
-computes a gradient by hand.
+computes a gradient by hand. Also here: the Grad-CAM layer table, contrastive maps and mean maps
+per confusion cell. Colours are in :mod:`~fer_core.explain.colour`, the randomisation sanity
+check in :mod:`~fer_core.explain.sanity`.
 
 Conventions
 -----------
@@ -18,85 +20,42 @@ Conventions
   ``"mean"`` = the dataset's mean face (``mean_face``, ``[0,1]`` pixels) or, without one, the
   dataset mean pixel value of a normalised model; ``"blurred"`` = a Gaussian-blurred copy of each
   face. These need the model's :class:`~fer_core.preprocess.Preprocess` (``preprocess=``).
-* Guarantees (tested): attribution runs in eval mode and restores every submodule's train/eval
-  flag, leaves each parameter's ``.grad`` as it was (Captum differentiates with
-  ``torch.autograd.grad`` w.r.t. the input only; we restore ``.grad`` anyway), never touches the
-  caller's ``x`` (a detached clone is attributed, so its ``requires_grad``/``.grad`` are
-  untouched), and leaves no hooks behind even when it raises (a snapshot of every module's hook
-  dictionaries is restored in ``finally``, on top of Captum's own cleanup).
+* Guarantees (tested): everything runs under :func:`~fer_core.explain.guard.model_guard` (eval
+  mode; train/eval flags, parameter ``.grad`` and ``requires_grad`` restored; no hook left
+  behind, also when it raises). Captum differentiates with ``torch.autograd.grad`` w.r.t. the
+  input only, and a detached clone of ``x`` is attributed, so the caller's ``x`` keeps its
+  ``requires_grad``/``.grad``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from fer_core.explain.guard import model_guard
 from fer_core.preprocess import Preprocess
 
 __all__ = [
-    "BASELINES", "METHODS", "CellMap", "LayerInfo", "MethodSpec", "SanityResult",
-    "cascading_randomization", "cell_mean_maps", "color_limits", "colorize", "explain", "explain_contrastive",
-    "image_to_face", "layer_table", "make_baseline", "method_notes", "model_guard",
-    "parameter_layers", "randomize_top", "resolve_target", "sanity_check", "spearman",
+    "BASELINES", "METHODS", "CellMap", "LayerInfo", "MethodSpec", "as_batch", "cell_mean_maps", "explain",
+    "explain_contrastive", "layer_table", "make_baseline", "method_notes", "resolve_target",
 ]
 
 BASELINES: tuple[str, ...] = ("black", "mean", "blurred")
 ROWS_PER_PASS = 64  # rows per forward/backward inside one Captum call (IG steps, SmoothGrad samples,
 #                     occlusion windows): large enough to amortise per-call overhead, small enough
-#                     that the activations stay cache-sized -- one pass of 24 faces × 32 IG steps
-#                     (768 rows) measured slower per row here than chunks of 64.
+#                     that the activations stay cache-sized.
 COARSE_SIDE = 3  # a feature map of side <= 3 on a 48-px face: each cell covers >= 16 px
 
 
-# --------------------------------------------------------------------------- model guard
-_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-               "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
-               "_backward_pre_hooks")
-
-
-@contextmanager
-def model_guard(model: nn.Module) -> Iterator[nn.Module]:
-    """Run attribution code on ``model`` in eval mode with gradients enabled, then put it back.
-
-    Restored in ``finally``: every submodule's ``training`` flag, every parameter's ``.grad``
-    (same object, e.g. ``None``), and every module's hook dictionaries (hooks added inside are
-    removed; the caller's own hooks stay). Works inside ``torch.no_grad``/``inference_mode``.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.grad) for p in model.parameters()]
-    hooks = [(m, {name: set(getattr(m, name).keys()) for name in _HOOK_DICTS if hasattr(m, name)},
-              getattr(m, "_is_full_backward_hook", None)) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*(backward hooks on ReLU|did not already "
-                                    r"require gradients|required_grads has been set).*")
-            yield model
-    finally:
-        for m, snap, full in hooks:
-            for name, keys in snap.items():
-                d = getattr(m, name)
-                for k in [k for k in d if k not in keys]:
-                    del d[k]
-            if full is not None or hasattr(m, "_is_full_backward_hook"):
-                m._is_full_backward_hook = full
-        for m, training in modes:
-            m.training = training
-        for p, g in grads:
-            p.grad = g
-
-
 # --------------------------------------------------------------------------- inputs / targets
-def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+def as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``(N×1×H×W batch, was one face)`` from a face ``H×W`` / ``1×H×W`` or a batch (any array-like)."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x))
     if x.ndim == 2:
@@ -111,7 +70,7 @@ def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
 def resolve_target(model: nn.Module, x: torch.Tensor, target: Any) -> torch.Tensor:
     """Class index per face (``N`` longs) from an int, a sequence/array/tensor, or ``"pred"``
     (the model's argmax, computed in eval mode)."""
-    x4, _ = _as_batch(x)
+    x4, _ = as_batch(x)
     n = len(x4)
     if isinstance(target, str):
         if target not in ("pred", "predicted"):
@@ -288,7 +247,7 @@ def explain(model: nn.Module, x: torch.Tensor, target: Any, method: str, *,
     if unknown:
         raise TypeError(f"{method} does not take option(s) {', '.join(sorted(unknown))}; "
                         f"it takes: {', '.join(spec.options) or 'none'} (and preprocess=)")
-    x4, single = _as_batch(x)
+    x4, single = as_batch(x)
     with model_guard(model):  # also leaves a caller's inference_mode: tensors made here are normal
         targets = resolve_target(model, x4.clone(), target).clone()
         ref = next(model.parameters(), None)
@@ -305,7 +264,7 @@ def explain(model: nn.Module, x: torch.Tensor, target: Any, method: str, *,
 def explain_contrastive(model: nn.Module, x: torch.Tensor, target_a: Any, target_b: Any, method: str,
                         **opts: Any) -> tuple[np.ndarray, np.ndarray]:
     """Maps for two targets per face ("why sad and not fear?") in one batched call: ``(A, B)``."""
-    x4, single = _as_batch(x)
+    x4, single = as_batch(x)
     ta, tb = resolve_target(model, x4, target_a), resolve_target(model, x4, target_b)
     maps = explain(model, torch.cat([x4, x4]), torch.cat([ta, tb]), method, **opts)
     a, b = maps[:len(x4)], maps[len(x4):]
@@ -354,11 +313,12 @@ def layer_table(model: nn.Module, input_size: int | None = None, in_chans: int =
 
     Offered: conv / activation / pool leaves and the root's direct children (ResNet ``layer1..4``)
     whose output is a 4-D map larger than 1×1, each called once per forward (a shared ReLU is not
-    a well-defined layer), plus the model's ``gradcam_layer``. BatchNorm outputs are left out (a
+    a well-defined layer), plus the model's ``gradcam_layer`` and ``feature_layers``. BatchNorm outputs are left out (a
     per-channel affine of the conv before it). ``coarse`` flags maps of side <= 3.
     """
     size = int(input_size or getattr(model, "input_size", 48))
     top = {name for name, _ in model.named_children()}
+    feature = set(getattr(model, "feature_layers", ()))  # conv layers an imported model's adapter found
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     order: list[str] = []
@@ -371,15 +331,20 @@ def layer_table(model: nn.Module, input_size: int | None = None, in_chans: int =
                 order.append(name)
         return fn
 
+    handles = []
     with model_guard(model):
-        for name, m in model.named_modules():
-            if name and (isinstance(m, _CAM_KINDS) or name in top
-                         or name == getattr(model, "gradcam_layer", None)):
-                m.register_forward_hook(hook(name))  # removed by model_guard
-        ref = next(model.parameters(), None)
-        with torch.no_grad():
-            model(torch.zeros(1, in_chans, size, size, dtype=ref.dtype if ref is not None else torch.float32,
-                              device=ref.device if ref is not None else "cpu"))
+        try:
+            for name, m in model.named_modules():
+                if name and (isinstance(m, _CAM_KINDS) or name in top or name in feature
+                             or name == getattr(model, "gradcam_layer", None)):
+                    handles.append(m.register_forward_hook(hook(name)))
+            ref = next(model.parameters(), None)
+            with torch.no_grad():
+                model(torch.zeros(1, in_chans, size, size, dtype=ref.dtype if ref is not None else torch.float32,
+                                  device=ref.device if ref is not None else "cpu"))
+        finally:
+            for h in handles:
+                h.remove()
     rows = []
     for name in order:
         shp = shapes[name]
@@ -391,71 +356,6 @@ def layer_table(model: nn.Module, input_size: int | None = None, in_chans: int =
                 f"{size}×{size} pixels, too coarse for the map to localise much") if coarse else ""
         rows.append(LayerInfo(name, type(model.get_submodule(name)).__name__, c, h, w, coarse, note))
     return rows
-
-
-# --------------------------------------------------------------------------- colour scales
-def color_limits(maps: np.ndarray, *, shared: bool, signed: bool,
-                 percentile: float | None = None) -> np.ndarray:
-    """``(vmin, vmax)`` per map (``N×2``): per image, or one range shared by all maps.
-
-    Signed maps get a symmetric range around 0 (a diverging scale); unsigned ones ``[min, max]``.
-    ``percentile`` (e.g. 98) puts the top of the range at that percentile of the magnitudes
-    (over each map, or over all of them when shared) instead of the maximum, so a few extreme
-    pixels do not wash out every other map on a shared scale; larger values are shown at full
-    colour. Captum's ``visualize_image_attr`` does the same by default (``outlier_perc=2``).
-    """
-    m = np.asarray(maps, dtype=np.float64)
-    if m.ndim == 2:
-        m = m[None]
-    flat = m.reshape(len(m), -1)
-    if percentile is not None and flat.size:
-        q = float(percentile)
-        if signed:
-            a = np.abs(flat)
-            top = np.full(len(m), np.percentile(a, q)) if shared else np.percentile(a, q, axis=1)
-            lim = np.stack([-top, top], 1)
-        else:
-            top = np.full(len(m), np.percentile(flat, q)) if shared else np.percentile(flat, q, axis=1)
-            lo = np.full(len(m), flat.min()) if shared else flat.min(1)
-            lim = np.stack([lo, np.maximum(top, lo)], 1)
-    elif signed:
-        a = np.abs(flat).max(1) if flat.size else np.zeros(len(m))
-        lim = np.stack([-a, a], 1)
-    else:
-        lim = np.stack([flat.min(1), flat.max(1)], 1)
-    if shared and len(lim):
-        lim = np.tile([lim[:, 0].min(), lim[:, 1].max()], (len(lim), 1))
-    same = lim[:, 1] <= lim[:, 0]
-    lim[same, 1] = lim[same, 0] + 1e-12
-    return lim
-
-
-def colorize(maps: np.ndarray, limits: np.ndarray, *, signed: bool, faces: np.ndarray | None = None,
-             alpha: float = 0.6, cmap: str | None = None) -> np.ndarray:
-    """Maps -> uint8 RGB images (``N×H×W×3``) with the given ``(vmin, vmax)`` per map; with
-    ``faces`` (``N×H×W`` uint8 or [0,1]) the map is blended over the grey face (weight ``alpha``
-    times the map's normalised magnitude, so weak attribution lets the face show through).
-
-    Default colour maps: ``RdBu_r`` (diverging, 0 = white) for signed maps, ``inferno`` otherwise.
-    """
-    import matplotlib
-
-    m = np.asarray(maps, dtype=np.float64)
-    single = m.ndim == 2
-    m = m[None] if single else m
-    lim = np.asarray(limits, dtype=np.float64).reshape(-1, 2)
-    lo, hi = lim[:, 0, None, None], lim[:, 1, None, None]
-    t = np.clip((m - lo) / np.maximum(hi - lo, 1e-12), 0, 1)
-    cm = matplotlib.colormaps[cmap or ("RdBu_r" if signed else "inferno")]
-    rgb = cm(t)[..., :3]
-    if faces is not None:
-        f = np.asarray(faces, dtype=np.float64)
-        f = f / 255.0 if f.max(initial=0) > 1.5 else f
-        f = (f[None] if f.ndim == 2 else f)[..., None].repeat(3, -1)
-        w = alpha * (np.abs(2 * t - 1) if signed else t)[..., None]
-        rgb = (1 - w) * f + w * rgb
-    out = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return out[0] if single else out
 
 
 # --------------------------------------------------------------------------- confusion cells
@@ -508,111 +408,3 @@ def cell_mean_maps(model: nn.Module, faces_u8: torch.Tensor, preprocess: Preproc
         out.append(CellMap(i, j, count, n, mm, mf))
         s += n
     return out
-
-
-# --------------------------------------------------------------------------- sanity check
-def parameter_layers(model: nn.Module) -> list[str]:
-    """Modules owning parameters, in definition (≈ forward) order, shallow to deep."""
-    return [name for name, m in model.named_modules()
-            if name and any(True for _ in m.parameters(recurse=False))]
-
-
-def randomize_top(model: nn.Module, n_layers: int | None = None, seed: int = 0) -> tuple[nn.Module, list[str]]:
-    """A deep copy with the top ``n_layers`` parameter layers re-initialised (cascading from the
-    output; ``None`` = all). The original is untouched. Returns ``(copy, randomised layer names)``."""
-    layers = parameter_layers(model)
-    n = len(layers) if n_layers is None else max(0, min(int(n_layers), len(layers)))
-    chosen = layers[len(layers) - n:][::-1]
-    clone = copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(int(seed))
-        for name in chosen:
-            m = clone.get_submodule(name)
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-                if isinstance(m, nn.modules.batchnorm._NormBase) and m.affine:
-                    # BN's reset is the identity (γ=1, β=0); draw them so the layer is random too.
-                    m.weight.normal_(1.0, 0.5)
-                    m.bias.normal_(0.0, 0.5)
-            else:
-                for p in m.parameters(recurse=False):
-                    p.normal_(0.0, 0.05)
-    return clone, chosen
-
-
-def spearman(a: np.ndarray, b: np.ndarray, *, absolute: bool = True) -> np.ndarray:
-    """Spearman rank correlation per map pair (``N×H×W`` each -> ``N``), ties get average ranks.
-
-    ``absolute`` compares |maps| (Adebayo et al. 2018 report both; sign flips under
-    randomisation would otherwise read as change)."""
-    from scipy.stats import rankdata
-
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.ndim == 2:
-        a, b = a[None], b[None]
-    if absolute:
-        a, b = np.abs(a), np.abs(b)
-    ra = rankdata(a.reshape(len(a), -1), axis=1)
-    rb = rankdata(b.reshape(len(b), -1), axis=1)
-    ra -= ra.mean(1, keepdims=True)
-    rb -= rb.mean(1, keepdims=True)
-    den = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
-    # A constant map (e.g. an all-zero Grad-CAM) has no ranking: NaN, shown as "n/a".
-    return np.divide((ra * rb).sum(1), den, out=np.full(len(a), np.nan), where=den > 0)
-
-
-@dataclass
-class SanityResult:
-    layers: list[str]            # layers randomised, top first
-    original: np.ndarray         # N×H×W
-    randomized: np.ndarray       # N×H×W
-    similarity: np.ndarray       # Spearman per face
-    cascade: list[tuple[int, str, float]] = field(default_factory=list)
-
-    @property
-    def mean_similarity(self) -> float:
-        ok = np.isfinite(self.similarity)
-        return float(np.mean(self.similarity[ok])) if ok.any() else float("nan")
-
-
-def sanity_check(model: nn.Module, x: torch.Tensor, target: Any, method: str, *, n_layers: int | None = None,
-                 seed: int = 0, original: np.ndarray | None = None, **opts: Any) -> SanityResult:
-    """Model-randomisation test (Adebayo et al. 2018): maps of a copy whose top ``n_layers`` are
-    re-initialised vs the original maps. High similarity = the map does not depend on what the
-    model learned. The targets are fixed from the original model (``"pred"`` is resolved first)."""
-    x4, _ = _as_batch(x)
-    targets = resolve_target(model, x4, target)
-    orig = np.asarray(original) if original is not None else explain(model, x4, targets, method, **opts)
-    orig = orig.reshape(len(x4), *x4.shape[-2:])
-    rand_model, layers = randomize_top(model, n_layers, seed)
-    rnd = explain(rand_model, x4, targets, method, **opts)
-    return SanityResult(layers, orig, rnd, spearman(orig, rnd))
-
-
-def cascading_randomization(model: nn.Module, x: torch.Tensor, target: Any, method: str, *,
-                            steps: Sequence[int] | None = None, seed: int = 0,
-                            **opts: Any) -> list[tuple[int, str, float]]:
-    """Mean Spearman similarity after randomising the top 1, 2, ... layers: ``(k, deepest
-    randomised layer, similarity)`` per step (one batched explain per step)."""
-    x4, _ = _as_batch(x)
-    targets = resolve_target(model, x4, target)
-    orig = explain(model, x4, targets, method, **opts).reshape(len(x4), *x4.shape[-2:])
-    n = len(parameter_layers(model))
-    out = []
-    for k in (steps if steps is not None else range(1, n + 1)):
-        res = sanity_check(model, x4, targets, method, n_layers=k, seed=seed, original=orig, **opts)
-        out.append((int(k), res.layers[-1] if res.layers else "", res.mean_similarity))
-    return out
-
-
-# --------------------------------------------------------------------------- uploads
-def image_to_face(file: Any) -> np.ndarray:
-    """An image file (path or file-like, any PIL format) -> 48×48 uint8 grayscale face.
-
-    Reuses the dataset loader's conversion (EXIF orientation, 16-bit/palette modes, resize), so an
-    uploaded face is read exactly like a face in an image-folder dataset. A non-image raises
-    ``PIL.UnidentifiedImageError`` (a ``OSError``). No face detection/crop here.
-    """
-    from fer_core.data.sources import _image_to_face
-
-    return _image_to_face(file)

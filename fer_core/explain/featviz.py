@@ -7,12 +7,12 @@ Three views of a layer (any name in the model's ``feature_layers``):
   of the batch is optimised for filter ``filters[i]`` (its own objective; the model is in eval
   mode, so BatchNorm does not mix the images), so a step's Python, autograd and optimiser
   overhead is paid once for all filters. What remains is per-image arithmetic, which is kept
-  small: the forward pass stops at the layer, so deeper layers cost nothing; of the target conv
-  only each image's own channel's *mean* is computed, from window sums (:func:`_conv_mean`); the
-  layers before it run as a compiled chain when the model is one (:func:`_compiled_prefix`: BN
-  folded into the conv, max-pool before the activation and on channels-last memory, the thin
-  stem conv as a matmul); and the model runs ``CHUNK`` images at a time within a step, so the
-  activations stay in cache. Two modes:
+  small (:mod:`~fer_core.explain.prefix`): the forward pass stops at the layer, so deeper layers
+  cost nothing; of the target conv only each image's own channel's *mean* is computed, from
+  window sums; the layers before it run as a ``torch.fx``-compiled copy when the forward is
+  traceable (BatchNorm fused into the convs, max-pool before the activation, channels-last); and
+  the model runs ``CHUNK`` images at a time within a step, so the activations stay in cache.
+  Two modes:
 
   - ``"naive"``: the classic Keras recipe (Chollet, "How convolutional neural networks see the
     world"): start from grey plus a little noise, step along the gradient normalised by its RMS
@@ -30,17 +30,16 @@ Three views of a layer (any name in the model's ``feature_layers``):
 * :func:`top_activating` -- per filter, the dataset faces that activate it most, with the
   activation map (upsampled to the face) to highlight where.
 
-Like :mod:`~fer_core.explain.attribution`, every function runs under
-:func:`~fer_core.explain.attribution.model_guard`: eval mode, mode/grads/hooks restored in
-``finally``. Images are pixels in [0,1]; the model sees ``preprocess.standardize(pixels)``.
+Every function runs under :func:`~fer_core.explain.guard.model_guard` (eval mode; modes, grads
+restored, no hooks left). Images are pixels in [0,1]; the model sees
+``preprocess.standardize(pixels)``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +48,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fer_core.explain.attribution import model_guard
+from fer_core.explain.guard import model_guard
+from fer_core.explain.prefix import compiled_prefix, conv_mean, layer_module, own_channel_conv, run_to
 from fer_core.preprocess import Preprocess
 
 __all__ = ["MODES", "FeatVizResult", "FeatureLayer", "TopFaces", "activation_matrix", "feature_layer_table",
@@ -63,224 +63,7 @@ DEFAULTS: dict[str, dict[str, float]] = {
 }
 CHUNK = 16  # images per forward/backward pass through the model inside one ascent step: the
 #             pixel parametrisation, transforms and optimiser run on the whole batch at once, the
-#             model in chunks whose activations stay cache-sized (cnn4 conv1 output: 16 × 295 KB);
-#             measured faster per image on this 2-core box than one pass over 64 images.
-
-
-class _Stop(Exception):
-    """Raised by the capture hook to end the forward pass once the layer's output is known."""
-
-
-def _module(model: nn.Module, layer: str) -> nn.Module:
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        raise ValueError(f"model has no layer {layer!r}; feature layers: "
-                         f"{', '.join(getattr(model, 'feature_layers', ())) or '?'}") from None
-
-
-@contextmanager
-def _capture(model: nn.Module, layer: str, stop: bool = True, *, inputs: bool = False
-             ) -> Iterator[dict[str, torch.Tensor]]:
-    """Hook that stores the layer's output (or, with ``inputs``, its input) and by default ends
-    the forward pass right there."""
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, inp: Any, out: torch.Tensor) -> None:
-        store["out"] = out
-        if stop:
-            raise _Stop
-
-    def pre_hook(_m: nn.Module, inp: Any) -> None:
-        store["in"] = inp[0]
-        if stop:
-            raise _Stop
-
-    module = _module(model, layer)
-    handle = module.register_forward_pre_hook(pre_hook) if inputs else module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
-def _run(model: nn.Module, layer: str, x: torch.Tensor, *, inputs: bool = False) -> torch.Tensor:
-    with _capture(model, layer, inputs=inputs) as store:
-        try:
-            model(x)
-        except _Stop:
-            pass
-    key = "in" if inputs else "out"
-    if key not in store:
-        raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
-    return store[key]
-
-
-def _forward_to(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output for model input ``x`` (the rest of the network is skipped)."""
-    return _run(model, layer, x)
-
-
-def _own_channel_conv(conv: nn.Conv2d, inp: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
-    """Output channel ``filt[i]`` of ``conv`` on image ``i`` only (n×h×w), as one grouped conv.
-
-    Gradient ascent for filter k needs only channel k of the target layer; computing all C
-    channels for each of the C images would spend C× the work on that layer (64× for cnn4's
-    conv2). Stacking the images along channels and using ``groups=n`` gives each image its own
-    filter in a single call.
-    """
-    n, cin = inp.shape[:2]
-    w = conv.weight[filt]                                            # n×cin×kh×kw
-    b = conv.bias[filt] if conv.bias is not None else None
-    out = F.conv2d(inp.reshape(1, n * cin, *inp.shape[2:]), w, b, stride=conv.stride,
-                   padding=conv.padding, dilation=conv.dilation, groups=n)
-    return out[0]
-
-
-def _conv_mean(conv: nn.Conv2d, inp: torch.Tensor, filt: torch.Tensor) -> torch.Tensor | None:
-    """Mean over positions of output channel ``filt[i]`` of ``conv`` on image ``i`` (``n``), without
-    running the conv; None when the conv's geometry is not plain integers (then use
-    :func:`_own_channel_conv`).
-
-    The objective is the *mean* of a linear map, so per input channel and kernel tap it only needs
-    the sum of the input over the window that tap sees (``n×C×kh×kw`` numbers, from ``kw`` column
-    sums and ``kh`` row sums of the zero-padded input), dotted with the filter's weights. Exact up
-    to float rounding, and it replaces a conv over every position and its backward by a few sums.
-    """
-    geometry = (*conv.padding, *conv.stride, *conv.dilation)
-    if not all(isinstance(v, int) for v in geometry):
-        return None
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = conv.kernel_size, conv.padding, conv.stride, conv.dilation
-    h, w = inp.shape[-2:]
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    x = F.pad(inp, (pw, pw, ph, ph)) if ph or pw else inp
-    cols = torch.stack([x[..., j * dw: j * dw + (wo - 1) * sw + 1: sw].sum(-1) for j in range(kw)], -1)
-    win = torch.stack([cols[..., i * dh: i * dh + (ho - 1) * sh + 1: sh, :].sum(-2) for i in range(kh)], -2)
-    out = (win * conv.weight[filt]).flatten(1).sum(1) / (ho * wo)
-    return out + conv.bias[filt] if conv.bias is not None else out
-
-
-def _chain_before(model: nn.Module, layer: str) -> list[nn.Module] | None:
-    """The leaf modules that run, in order, between the model input and ``layer``, *if* every
-    container from the root's first child down to the layer is an ``nn.Sequential`` (the root's
-    own forward is assumed to start with that child -- :func:`_compiled_prefix` checks it
-    numerically). None when the path goes through any other container."""
-    parts = layer.split(".")
-    mods: list[nn.Module] = []
-    parent = model
-    for depth, name in enumerate(parts):
-        children = parent._modules
-        if name not in children:
-            return None
-        if isinstance(parent, nn.Sequential):
-            names = list(children)
-            mods += [children[k] for k in names[:names.index(name)]]
-        elif depth > 0:
-            return None
-        parent = children[name]
-    flat: list[nn.Module] = []
-    stack = list(reversed(mods))
-    while stack:
-        m = stack.pop()
-        if isinstance(m, nn.Sequential):
-            stack.extend(reversed(list(m)))
-        else:
-            flat.append(m)
-    return flat
-
-
-SMALL_CONV_TAPS = 32  # a conv with at most this many input taps per output (in_channels·kh·kw; the
-#                      1-channel 5×5 stem has 25) runs as unfold + one matmul in the compiled prefix:
-#                      measured ~1.7× faster forward+backward than oneDNN's conv for such thin
-#                      inputs here (oneDNN is tuned for many input channels).
-
-
-def _small_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv2d(x, w, b)`` with ``conv``'s geometry as im2col + matmul; the result is an N×C×H×W view
-    of channels-last memory, which is also what the max-pool after it is fastest on."""
-    n, _, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    (ph, pw), (sh, sw), (dh, dw) = conv.padding, conv.stride, conv.dilation
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    cols = F.unfold(x, (kh, kw), dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
-    y = cols.transpose(1, 2) @ w.reshape(o, -1).t()                 # n × (ho·wo) × o
-    if b is not None:
-        y = y + b
-    return y.view(n, ho, wo, o).permute(0, 3, 1, 2)
-
-
-def _monotone(m: nn.Module) -> bool:
-    """A non-decreasing elementwise activation: max-pooling commutes with it."""
-    return isinstance(m, nn.ReLU) or (isinstance(m, nn.LeakyReLU) and m.negative_slope >= 0)
-
-
-def _compiled_prefix(model: nn.Module, layer: str, probe: torch.Tensor
-                     ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The same function as "model input -> ``layer``'s input", with less work, or None.
-
-    Gradient ascent runs the layers before the target at full input resolution, for every image
-    and every step, so they are what a batched call costs. For a plain chain of modules (the
-    registry's ``features`` nets) the chain is rebuilt with two exact rewrites:
-
-    * an eval-mode ``BatchNorm2d`` right after a ``Conv2d`` is folded into the conv's weights and
-      bias (the largest activation is then written and read once instead of three times, forward
-      and backward);
-    * a ``MaxPool2d`` right after a ReLU/LeakyReLU runs *before* it (``pool(act(z)) ==
-      act(pool(z))`` for a non-decreasing activation), so the activation touches a quarter of
-      the values, and on channels-last memory (PyTorch's CPU max-pool is ~4× faster there than
-      on N×C×H×W);
-    * a conv with few input taps (the 1-channel stem) runs as :func:`_small_conv`.
-
-    Everything else is called as is. The rebuilt chain must reproduce the model's own layer input
-    on ``probe``; if it does not (the root's forward is not that chain), the caller runs the model.
-    """
-    chain = _chain_before(model, layer)
-    if chain is None or any(m.training for m in chain):
-        return None
-    ops: list[tuple[str, Any]] = []
-    for m in chain:
-        prev = ops[-1][0] if ops else ""
-        if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros":
-            ops.append(("conv", [m.weight.detach(), None if m.bias is None else m.bias.detach(), m]))
-        elif isinstance(m, nn.BatchNorm2d) and prev == "conv" and m.running_mean is not None:
-            w, b, conv = ops[-1][1]
-            scale = (m.running_var + m.eps).rsqrt()
-            if m.weight is not None:
-                scale = scale * m.weight.detach()
-            shift = -m.running_mean * scale + (m.bias.detach() if m.bias is not None else 0.0)
-            ops[-1] = ("conv", [w * scale.view(-1, 1, 1, 1), shift if b is None else b * scale + shift, conv])
-        elif isinstance(m, nn.MaxPool2d) and prev == "act" and not m.return_indices:
-            ops.insert(len(ops) - 1, ("module", m))
-        else:
-            ops.append(("act" if _monotone(m) else "module", m))
-
-    def small(c: nn.Conv2d) -> bool:
-        return (c.groups == 1 and c.in_channels * c.kernel_size[0] * c.kernel_size[1] <= SMALL_CONV_TAPS
-                and all(isinstance(v, int) for v in c.padding))
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        for kind, op in ops:
-            if kind == "conv":
-                w, b, c = op
-                x = _small_conv(x, w, b, c) if small(c) else F.conv2d(x, w, b, c.stride, c.padding,
-                                                                       c.dilation, c.groups)
-            elif isinstance(op, nn.MaxPool2d) and x.ndim == 4:
-                x = op(x.contiguous(memory_format=torch.channels_last))
-            else:
-                x = op(x)
-        return x
-
-    with torch.no_grad():
-        try:
-            ref = _run(model, layer, probe, inputs=True)
-            got = run(probe)
-        except (RuntimeError, TypeError, ValueError):
-            return None
-    if got.shape != ref.shape or not torch.allclose(got, ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max()) + 1e-6):
-        return None
-    return run
+#             model in chunks whose activations stay cache-sized (cnn4 conv1 output: 16 × 295 KB).
 
 
 def _std(preprocess: Preprocess | None, u: torch.Tensor) -> torch.Tensor:
@@ -290,7 +73,7 @@ def _std(preprocess: Preprocess | None, u: torch.Tensor) -> torch.Tensor:
 def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     """The layer's output (N×C×h×w tensor, no grad) for model input ``x`` (N×1×H×W)."""
     with model_guard(model), torch.no_grad():
-        return _forward_to(model, layer, x.float()).detach()
+        return run_to(model, layer, x.float()).detach()
 
 
 # --------------------------------------------------------------------------- layers
@@ -313,15 +96,21 @@ def feature_layer_table(model: nn.Module, input_size: int | None = None, in_chan
     names = list(getattr(model, "feature_layers", ()))
     size = int(input_size or getattr(model, "input_size", 48))
     shapes: dict[str, tuple[int, ...]] = {}
-    with model_guard(model), torch.no_grad():
-        def hook(name: str):
-            def fn(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:  # must return None
-                shapes.setdefault(name, tuple(out.shape[1:]))
-            return fn
 
-        for name in names:
-            _module(model, name).register_forward_hook(hook(name))  # removed by model_guard
-        model(torch.zeros(1, in_chans, size, size))
+    def hook(name: str):
+        def fn(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:  # must return None
+            shapes.setdefault(name, tuple(out.shape[1:]))
+        return fn
+
+    handles = []
+    with model_guard(model), torch.no_grad():
+        try:
+            for name in names:
+                handles.append(layer_module(model, name).register_forward_hook(hook(name)))
+            model(torch.zeros(1, in_chans, size, size))
+        finally:
+            for h in handles:
+                h.remove()
     rows = []
     for name in names:
         c, h, w = shapes[name]
@@ -333,7 +122,7 @@ def feature_layer_table(model: nn.Module, input_size: int | None = None, in_chan
 
 def filter_weights(model: nn.Module, layer: str) -> np.ndarray | None:
     """The kernels of a conv layer that reads the 1-channel image directly (C×k×k), else None."""
-    m = _module(model, layer)
+    m = layer_module(model, layer)
     if isinstance(m, nn.Conv2d) and m.in_channels == 1:
         return m.weight.detach()[:, 0].float().cpu().numpy()
     return None
@@ -422,7 +211,7 @@ def visualize_filters(model: nn.Module, layer: str, *, filters: Sequence[int] | 
         ref = next(model.parameters(), None)
         dtype = ref.dtype if ref is not None else torch.float32
         dev = ref.device if ref is not None else torch.device("cpu")
-        n_ch = _forward_to(model, layer, torch.zeros(1, 1, size, size, dtype=dtype, device=dev)).shape[1]
+        n_ch = run_to(model, layer, torch.zeros(1, 1, size, size, dtype=dtype, device=dev)).shape[1]
         filt = torch.arange(n_ch) if filters is None else torch.as_tensor(list(filters), dtype=torch.long)
         filt = filt.to(dev)
         if len(filt) == 0:
@@ -438,16 +227,16 @@ def visualize_filters(model: nn.Module, layer: str, *, filters: Sequence[int] | 
         prefix = None
         if own_channel:
             probe = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(1))
-            prefix = _compiled_prefix(model, layer, _std(preprocess, probe.to(dev, dtype)))
+            prefix = compiled_prefix(model, layer, _std(preprocess, probe.to(dev, dtype)))
 
         def objective(pix: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
             """Mean activation of filter f[i] on image i, per image."""
             x = _std(preprocess, pix)
             if own_channel:
-                inp = prefix(x) if prefix is not None else _run(model, layer, x, inputs=True)
-                out = _conv_mean(target, inp, f)
-                return out if out is not None else _own_channel_conv(target, inp, f).flatten(1).mean(1)
-            out = _forward_to(model, layer, x)
+                inp = prefix(x) if prefix is not None else run_to(model, layer, x, inputs=True)
+                out = conv_mean(target, inp, f)
+                return out if out is not None else own_channel_conv(target, inp, f).flatten(1).mean(1)
+            out = run_to(model, layer, x)
             return out[torch.arange(len(f), device=dev), f].flatten(1).mean(1)
 
         def ascent_objective(pix: torch.Tensor) -> torch.Tensor:

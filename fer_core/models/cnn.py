@@ -17,45 +17,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
 
+from fer_core.models.layers import SequentialNet, check_len, conv_bn_act, init_weights
 from fer_core.models.registry import register_model
-
-
-class _SequentialNet(nn.Module):
-    """``features`` → ``classifier`` with the registry's metadata attributes."""
-
-    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, *,
-                 gradcam_layer: str, feature_layers: tuple[str, ...], input_size: int = 48) -> None:
-        super().__init__()
-        self.features = features
-        self.classifier = classifier
-        self.gradcam_layer = gradcam_layer
-        self.feature_layers = feature_layers
-        self.input_size = input_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-def _init_weights(model: nn.Module, nonlinearity: str = "relu", slope: float = 0.0) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, a=slope, mode="fan_out", nonlinearity=nonlinearity)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        # nn.Linear keeps PyTorch's default init.
-
-
-def _check_len(name: str, value: Sequence[int], n: int) -> tuple[int, ...]:
-    value = tuple(int(v) for v in value)
-    if len(value) != n:
-        raise ValueError(f"{name} needs {n} values, got {len(value)}: {value}")
-    return value
 
 
 @register_model
@@ -67,7 +32,7 @@ def cnn3(num_classes: int = 7, in_chans: int = 1, channels: Sequence[int] = (64,
     No batch norm on purpose: the filters and saliency maps are those of the bare convolutions.
     Global average pooling instead of a wide FC keeps it at ≈0.67M parameters.
     """
-    c = _check_len("channels", channels, 3)
+    c = check_len("channels", channels, 3)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     prev = in_chans
     for i, ch in enumerate(c, start=1):
@@ -81,9 +46,9 @@ def cnn3(num_classes: int = 7, in_chans: int = 1, channels: Sequence[int] = (64,
         dropout=nn.Dropout(drop),
         fc=nn.Linear(prev, num_classes),
     ))
-    model = _SequentialNet(nn.Sequential(layers), classifier, gradcam_layer="features.relu3",
+    model = SequentialNet(nn.Sequential(layers), classifier, gradcam_layer="features.relu3",
                            feature_layers=("features.conv1", "features.conv2", "features.conv3"))
-    _init_weights(model)
+    init_weights(model)
     return model
 
 
@@ -96,14 +61,12 @@ def cnn4(num_classes: int = 7, in_chans: int = 1, channels: Sequence[int] = (32,
     3×3 with padding 1; each 2×2 max-pool halves it), then FC 3·3·128 → 256 → num_classes.
     Convs have no bias: the following BatchNorm's β plays that role.
     """
-    c = _check_len("channels", channels, 4)
+    c = check_len("channels", channels, 4)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     prev = in_chans
     for i, ch in enumerate(c, start=1):
-        k = 5 if i == 1 else 3
-        layers[f"conv{i}"] = nn.Conv2d(prev, ch, kernel_size=k, padding=k // 2, bias=False)
-        layers[f"bn{i}"] = nn.BatchNorm2d(ch)
-        layers[f"act{i}"] = nn.LeakyReLU(negative_slope)
+        layers.update(conv_bn_act(prev, ch, 5 if i == 1 else 3, nn.LeakyReLU(negative_slope),
+                                  index=i, act_name="act"))
         layers[f"pool{i}"] = nn.MaxPool2d(2)
         prev = ch
     classifier = nn.Sequential(OrderedDict(
@@ -113,9 +76,9 @@ def cnn4(num_classes: int = 7, in_chans: int = 1, channels: Sequence[int] = (32,
         dropout=nn.Dropout(drop),
         fc2=nn.Linear(fc, num_classes),
     ))
-    model = _SequentialNet(nn.Sequential(layers), classifier, gradcam_layer="features.act4",
+    model = SequentialNet(nn.Sequential(layers), classifier, gradcam_layer="features.act4",
                            feature_layers=tuple(f"features.conv{i}" for i in range(1, 5)))
-    _init_weights(model, nonlinearity="leaky_relu", slope=negative_slope)
+    init_weights(model, nonlinearity="leaky_relu", slope=negative_slope)
     return model
 
 
@@ -136,15 +99,13 @@ def alexnet_bn(num_classes: int = 7, in_chans: int = 1, channels: Sequence[int] 
     spread out instead: two early (cheap, large maps), none between conv3/conv4 (the 3×3 pair
     sees a 5×5 window at 12×12), one after the 1×1 bottleneck to reach 3×3 before the FC layers.
     """
-    c = _check_len("channels", channels, 5)
+    c = check_len("channels", channels, 5)
     kernels = (5, 5, 3, 3, 1)
     pool_after = (True, True, False, True, True)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     prev = in_chans
     for i, (ch, k, pool) in enumerate(zip(c, kernels, pool_after), start=1):
-        layers[f"conv{i}"] = nn.Conv2d(prev, ch, kernel_size=k, padding=k // 2, bias=False)
-        layers[f"bn{i}"] = nn.BatchNorm2d(ch)
-        layers[f"relu{i}"] = nn.ReLU()
+        layers.update(conv_bn_act(prev, ch, k, nn.ReLU(), index=i))
         if pool:
             layers[f"pool{i}"] = nn.MaxPool2d(2)
         prev = ch
@@ -160,7 +121,7 @@ def alexnet_bn(num_classes: int = 7, in_chans: int = 1, channels: Sequence[int] 
         drop2=nn.Dropout(drop),
         fc3=nn.Linear(fc, num_classes),
     ))
-    model = _SequentialNet(nn.Sequential(layers), classifier, gradcam_layer="features.relu5",
+    model = SequentialNet(nn.Sequential(layers), classifier, gradcam_layer="features.relu5",
                            feature_layers=tuple(f"features.conv{i}" for i in range(1, 6)))
-    _init_weights(model)
+    init_weights(model)
     return model

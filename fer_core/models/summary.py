@@ -143,6 +143,8 @@ def summarize(model_or_name: nn.Module | str, input_size: int = 48, in_chans: in
             rows.append(row)
         return hook
 
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        return _static_rows(model)
     modes = {m: m.training for m in model.modules()}
     handles = []
     try:
@@ -161,6 +163,18 @@ def summarize(model_or_name: nn.Module | str, input_size: int = 48, in_chans: in
             h.remove()
         for m, training in modes.items():
             m.training = training
+    return rows
+
+
+def _static_rows(model: nn.Module) -> list[LayerRow]:
+    """Leaf layers with their parameters but no shapes: PyTorch cannot hook a TorchScript module's
+    layers, so an imported TorchScript model gets its layer list from the module tree alone."""
+    rows = []
+    for name, m in model.named_modules():
+        if name and next(m.children(), None) is None:
+            kind = getattr(m, "original_name", type(m).__name__)
+            rows.append(LayerRow(name=name, type=str(kind), output_shape=(),
+                                 params=sum(p.numel() for p in m.parameters(recurse=False))))
     return rows
 
 

@@ -7,11 +7,11 @@ stem) and ``fc`` (7 classes).
 Stems (``stem=`` kwarg), with the spatial sizes they give on 48×48:
 
 * ``"stock"`` (default): 7×7 stride-2 conv + 3×3 stride-2 max-pool, as in ImageNet training.
-  conv1 24 → maxpool 12 → layer1 12 → layer2 6 → layer3 3 → layer4 2. Fast (≈155 img/s per
-  train step here), and it can reuse the pretrained conv1. Because layer4 is only 2×2, the
-  default Grad-CAM layer is ``layer3`` (3×3); both are coarse -- show the map size.
+  conv1 24 → maxpool 12 → layer1 12 → layer2 6 → layer3 3 → layer4 2. The cheap stem (every later
+  layer runs on maps 4× smaller per side), and it can reuse the pretrained conv1. Because layer4 is
+  only 2×2, the default Grad-CAM layer is ``layer3`` (3×3); both are coarse -- show the map size.
 * ``"small"``: 3×3 stride-1 conv, no max-pool (the CIFAR variant). layer1 48 → layer2 24 →
-  layer3 12 → layer4 6. Finer maps, ≈10× slower on these CPUs (DESIGN.md); Grad-CAM on layer4.
+  layer3 12 → layer4 6. Finer maps at 16× the activations per layer (DESIGN.md); Grad-CAM on layer4.
 
 ``pretrained=True`` loads torchvision's ImageNet weights through its weights API and folds the
 RGB ``conv1`` into one channel by summing over the input channels (a gray image x fed as R=G=B=x

@@ -1,9 +1,9 @@
 """``vgg``: the VGG-style FER net (after Khaireddin & Chen 2021, "Facial Emotion Recognition:
 State of the Art Performance on FER2013").
 
-Why its own family: it is the strongest plain CNN the project trains from scratch on these CPUs
-and the one DESIGN.md's reference point (≈68% on PublicTest) was measured with, so its width and
-head are kwargs rather than copies of the class::
+Why its own family: it is the strongest plain CNN the project trains from scratch on CPUs and
+the architecture of DESIGN.md's reference point, so its width and head are kwargs rather than
+copies of the class::
 
     create_model("vgg")                                          # 64-128-256-512, FC 1024-1024, ≈10.4M
     create_model("vgg", width=(32, 64, 128, 256), fc=256)        # the reference point, ≈1.83M
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch.nn as nn
 
-from fer_core.models.cnn import _SequentialNet, _check_len, _init_weights
+from fer_core.models.layers import SequentialNet, check_len, conv_bn_act, init_weights
 from fer_core.models.registry import register_model
 
 
@@ -34,19 +34,15 @@ def vgg(num_classes: int = 7, in_chans: int = 1, width: Sequence[int] = (64, 128
     ``width`` = channels per stage; ``fc`` = hidden FC width; ``fc_layers`` = number of hidden FC
     layers (each Linear + ReLU + Dropout(``drop``)) before the output layer.
     """
-    w = _check_len("width", width, 4)
+    w = check_len("width", width, 4)
     if fc_layers < 0:
         raise ValueError(f"fc_layers must be >= 0, got {fc_layers}")
     stages: OrderedDict[str, nn.Module] = OrderedDict()
     prev = in_chans
     for s, ch in enumerate(w, start=1):
         stages[f"stage{s}"] = nn.Sequential(OrderedDict(
-            conv1=nn.Conv2d(prev, ch, kernel_size=3, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(ch),
-            relu1=nn.ReLU(),
-            conv2=nn.Conv2d(ch, ch, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(ch),
-            relu2=nn.ReLU(),
+            **conv_bn_act(prev, ch, 3, nn.ReLU(), index=1),
+            **conv_bn_act(ch, ch, 3, nn.ReLU(), index=2),
             pool=nn.MaxPool2d(2),
         ))
         prev = ch
@@ -60,10 +56,10 @@ def vgg(num_classes: int = 7, in_chans: int = 1, width: Sequence[int] = (64, 128
     if fc_layers == 0:
         head["drop0"] = nn.Dropout(drop)
     head[f"fc{fc_layers + 1}"] = nn.Linear(feat, num_classes)
-    model = _SequentialNet(
+    model = SequentialNet(
         nn.Sequential(stages), nn.Sequential(head),
         gradcam_layer="features.stage4.relu2",
         feature_layers=tuple(f"features.stage{s}.conv{c}" for s in range(1, 5) for c in (1, 2)),
     )
-    _init_weights(model)
+    init_weights(model)
     return model

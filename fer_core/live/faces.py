@@ -1,171 +1,101 @@
-"""Images in, face boxes and model-ready face crops out: loading, detection, cropping.
+"""Images in, face boxes and model-ready face crops out: detection and cropping.
 
 Why this module exists: the dashboard's upload and webcam paths and the ``predict`` CLI must turn
 *any* picture into exactly the kind of face the model was trained on. Three steps, each with one
 function, so no caller re-implements them:
 
-1. :func:`load_image` -- bytes or a path, any format/mode Pillow reads (PNG, JPEG, WebP, BMP, GIF
-   first frame; L, RGB, RGBA, P, CMYK, 16-bit ...), EXIF orientation applied -> RGB uint8 H×W×3.
-   Every way a file can be bad (empty, not an image, truncated, a decompression bomb) becomes one
-   :class:`ImageError` with a message that can be shown to a user as is. Pillow's
-   ``Image.MAX_IMAGE_PIXELS`` limit is kept (never raised or disabled), and its bomb *warning*
-   (between 1× and 2× the limit) is an error here too.
+1. :func:`load_image` -- :func:`fer_core.data.decode.decode_image` (re-exported with
+   :class:`ImageError` and :func:`to_gray`): bytes, a path or a file object -> RGB uint8 H×W×3,
+   every bad file one :class:`ImageError` with a message for the user.
 2. Detection -- a small registry (:func:`register_detector`, :func:`create_detector`,
    :func:`list_detectors`) of classes with ``detect(gray_or_rgb) -> list[(x, y, w, h)]`` (and an
    optional ``exact_crop = True`` when their boxes are already the crop, as for ``whole``).
    The default is OpenCV's Haar cascade, which ships inside ``opencv-python-headless<5`` and so
    works offline with no weights to fetch. Detection runs on a downscaled copy (``max_side``)
    because Haar's cost grows with the pixel count while a face of 24 px in the downscaled image is
-   still found; boxes are scaled back to full resolution. Measured recall
-   (``python bench/live.py --recall``; faces found / faces, detection at 320 px): FER2013 faces
-   (100, upscaled 4× into a frame) 0.81 ``frontalface_default`` / 0.78 ``alt2``; scikit-image's
-   LFW subset (100 faces, upscaled 6×) 0.97 / 0.98; the astronaut photo found by both with no
-   false positive. Histogram equalisation *lowered* recall (0.80 / 0.94) and added a false
-   positive on the astronaut, so it is off by default. MTCNN (facenet-pytorch 2.5.3, the
-   ``mtcnn`` plug-in) at the same 320 px: FER2013 recall 0.94, LFW 0.98, astronaut found, but
-   28 ms of CPU per frame against Haar's 17 ms (both measured while a training job shared the
-   cores). Haar stays the default because the live path has a frame budget; pick ``mtcnn`` for
-   photos where a face is missed.
+   still found; boxes are scaled back to full resolution. Histogram equalisation is off by
+   default: on the offline test faces it lowered recall and added a false positive. MTCNN (the
+   ``mtcnn`` plug-in) finds more turned or partly hidden faces but costs more CPU per frame, so
+   Haar stays the default for the live path's frame budget; pick ``mtcnn`` for photos where a face
+   is missed. ``python bench/live.py --recall`` prints each detector's recall and cost.
 3. :func:`crop_face` -- a square crop around the box with a margin, grayscale uint8. The margin is
-   chosen so that a Haar box on a FER2013 face gives back about FER2013's own framing: on 100
-   FER2013 faces (upscaled 4×, edge-padded into a 640×480 frame) the 48×48 face measured 1.01×
-   the Haar box side (median), centred within 0.5% of the box side vertically (same script). FER2013 crops are
-   tight, so the margin is small (``CROP_SCALE`` 1.05: 2.5% a side, so that box jitter does not
-   cut the chin). The crop is *not* resized here: resizing to the model's input is the checkpoint's
-   :class:`fer_core.preprocess.Preprocess`, the one code path shared with training data.
+   chosen so that a Haar box on a FER2013 face gives back about FER2013's own framing
+   (:data:`CROP_SCALE`, :data:`CROP_SHIFT_Y`: the ``scale``/``shift_y`` columns of
+   ``bench/live.py --recall``). FER2013 crops are tight, so the margin is small (2.5% a side, so
+   that box jitter does not cut the chin). The crop is *not* resized here: resizing to the model's
+   input is the checkpoint's :class:`fer_core.preprocess.Preprocess`, the one code path shared with
+   training data.
 
-No Streamlit here; nothing in this module holds per-session state.
+The result types live here too: :class:`Face` (one classified face: box, probabilities, the
+pixels the model saw), :class:`Prediction` (all faces of one image, or why there are none:
+:data:`NO_FACE`). No Streamlit here; nothing in this module holds per-session state.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import struct
 import threading
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Decoding is fer_core.data.decode's job (one decoder for every upload path); re-exported here
+# under the name the dashboard and the predict CLI use.
+from fer_core.data.decode import ImageError, to_gray
+from fer_core.data.decode import decode_image as load_image
+
+if TYPE_CHECKING:
+    import torch
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the full-resolution image
 
-# FER2013 framing relative to a Haar frontal-face box (see module docstring, measured with
-# bench/live.py --recall on FER2013 faces): crop side = box side * CROP_SCALE, crop centre =
-# box centre + CROP_SHIFT_Y * box side (downwards).
+# FER2013 framing relative to a Haar frontal-face box (set from bench/live.py --recall on FER2013
+# faces): crop side = box side * CROP_SCALE, crop centre = box centre + CROP_SHIFT_Y * box side
+# (downwards).
 CROP_SCALE = 1.05
 CROP_SHIFT_Y = 0.0
 
 
-class ImageError(ValueError):
-    """A file that cannot be used as an image; ``str(exc)`` is a message for the user."""
+NO_FACE = "no face found"
 
 
-# ---------------------------------------------------------------------------------------------
-# loading
+@dataclass
+class Face:
+    """One classified face. ``box`` is None when the whole image was classified as one face."""
+
+    box: Box | None
+    probs: np.ndarray                 # (C,) softmax probabilities
+    classes: tuple[str, ...]
+    crop: np.ndarray                  # size×size uint8: exactly the pixels the model sees
+    x: torch.Tensor = field(repr=False)  # 1×1×size×size model input (for attribution)
+
+    @property
+    def top(self) -> str:
+        return self.classes[int(np.argmax(self.probs))]
+
+    @property
+    def top_index(self) -> int:
+        return int(np.argmax(self.probs))
+
+    @property
+    def top_prob(self) -> float:
+        return float(np.max(self.probs))
+
+    def probs_dict(self, digits: int = 6) -> dict[str, float]:
+        return {c: round(float(p), digits) for c, p in zip(self.classes, self.probs)}
 
 
-def load_image(src: bytes | bytearray | memoryview | str | os.PathLike[str], *, name: str | None = None) -> np.ndarray:
-    """Any image Pillow reads -> RGB uint8 array H×W×3 (C-contiguous), EXIF orientation applied.
+@dataclass
+class Prediction:
+    """All faces of one image; ``error`` says why there are none (e.g. ``"no face found"``)."""
 
-    * multi-frame files (GIF, APNG, WebP animation, TIFF pages): the first frame;
-    * transparency (RGBA, LA, P with tRNS): composited on white, as a viewer shows it;
-    * 16-bit and 32-bit integer gray (``I;16``, ``I``): scaled from 0..65535 when values exceed
-      255 (Pillow's own ``convert("L")`` would clip them); float (``F``): 0..1 or 0..255 ranges;
-    * CMYK / YCbCr / LAB: Pillow's conversion to RGB.
-
-    Raises :class:`ImageError` for an empty file, a file that is not an image, a truncated or
-    corrupt image, and an image over ``PIL.Image.MAX_IMAGE_PIXELS`` (decompression bomb). Its
-    message starts with ``name`` (default: the file name of a path, else "image").
-    """
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        data = bytes(src)
-        name = name or "image"
-    else:
-        path = Path(src)
-        name = name or path.name
-        try:
-            data = path.read_bytes()
-        except IsADirectoryError:
-            raise ImageError(f"{name}: is a directory, not an image file") from None
-        except OSError as exc:
-            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
-    if not data:
-        raise ImageError(f"{name}: the file is empty (0 bytes)")
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            if limit and im.size[0] * im.size[1] > limit:  # also when the warning filter is not ours
-                raise Image.DecompressionBombError(f"{im.size[0]}x{im.size[1]} pixels")
-            im.seek(0)
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: image is too large ({_bomb_size(exc)}; the limit is "
-                         f"{limit:,} pixels) -- refused as a possible decompression bomb") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image, or a format that cannot be read "
-                         "(PNG, JPEG, WebP, BMP, GIF, TIFF work)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
-        raise ImageError(f"{name}: the image is truncated or corrupt ({exc})") from None
-    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise ImageError(f"{name}: the image has no pixels")
-    return rgb
-
-
-def _bomb_size(exc: BaseException) -> str:
-    import re
-
-    m = re.search(r"(\d+)\s*(?:x|×)\s*(\d+)", str(exc))
-    if m:
-        return f"{int(m.group(1)):,}×{int(m.group(2)):,} pixels"
-    m = re.search(r"\((\d+) pixels\)", str(exc))
-    return f"{int(m.group(1)):,} pixels" if m else "too many pixels"
-
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        if mode == "F":
-            hi = float(np.nanmax(a)) if a.size else 0.0
-            a = np.nan_to_num(a) * (255.0 if hi <= 1.0 else 1.0)
-        elif a.size and a.max() > 255:
-            a = a / 257.0  # 0..65535 -> 0..255
-        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(g[:, :, None], 3, axis=2))
-    if mode == "1":
-        im = im.convert("L")
-        mode = "L"
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info) \
-        or (mode in ("L", "RGB") and "transparency" in im.info)
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(bg, rgba).convert("RGB")
-    elif mode != "RGB":
-        im = im.convert("RGB")
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """RGB (H×W×3) or gray (H×W) uint8 -> gray uint8 H×W (ITU-R 601 luma, as Pillow's ``L``)."""
-    import cv2
-
-    if image.ndim == 2:
-        return np.ascontiguousarray(image, dtype=np.uint8)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return np.ascontiguousarray(image[:, :, 0], dtype=np.uint8)
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        code = cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
-        return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), code)
-    raise ValueError(f"expected an H×W or H×W×3 image, got shape {image.shape}")
+    faces: list[Face]
+    image_size: tuple[int, int]       # (width, height)
+    error: str | None = None
+    whole_image: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # ms: detect, preprocess, classify
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +150,7 @@ def create_detector(name: str | None = None, **kwargs: Any) -> Detector:
 
 
 class HaarDetector:
-    """OpenCV Haar cascade (ships in opencv-python-headless<5; offline, ≈ms per small frame).
+    """OpenCV Haar cascade (ships in opencv-python-headless<5; offline, cheap on a small frame).
 
     ``max_side``: the image is downscaled so its longer side is at most this before detection
     (``None``: full resolution). ``min_face``: the smallest face searched, as a fraction of the
@@ -228,7 +158,7 @@ class HaarDetector:
     histogram equalisation first (helps in dim or low-contrast light).
 
     Thread-safe: OpenCV's CascadeClassifier is not safe to share between threads, so each thread
-    gets its own copy (they are small and load in ~10 ms).
+    gets its own copy (they are small and quick to load).
     """
 
     name = "haar"
@@ -303,11 +233,11 @@ class HaarAlt2Detector(HaarDetector):
 class MTCNNDetector:
     """facenet-pytorch's MTCNN as a plug-in detector (optional dependency).
 
-    Why optional and not the default: measured with ``bench/live.py --recall`` (see the module
-    docstring) it costs ~1.7x Haar's CPU time per detection (28 vs 17 ms at 320 px) for the live
-    path's frame budget, while Haar already finds most faces we need. It is here for photos with
-    turned or partly hidden faces (FER2013 recall 0.94 vs 0.81). Only facenet-pytorch **2.5.3** works: its weights
-    ship inside the wheel (offline); 2.6 pins an old torch and would replace ours.
+    Why optional and not the default: it costs more CPU time per detection than Haar
+    (``bench/live.py --recall``) for the live path's frame budget, while Haar already finds most
+    faces we need. It is here for photos with turned or partly hidden faces. Only facenet-pytorch
+    **2.5.3** works: its weights ship inside the wheel (offline); 2.6 pins an old torch and would
+    replace ours.
 
     Its boxes are tighter than Haar's; they are mapped to Haar's framing (``BOX_SCALE``,
     ``BOX_SHIFT_Y``, measured on FER2013 faces like ``CROP_SCALE``) so that :func:`crop_face`
@@ -315,9 +245,9 @@ class MTCNNDetector:
     """
 
     name = "mtcnn"
-    # Measured with bench/live.py --recall on 100 FER2013 faces (raw square MTCNN box): FER face
-    # side = 0.919 x box side, centre -0.009 box sides below; Haar's: 1.011 and +0.005. So a
-    # Haar-equivalent box is 0.919 / 1.011 = 0.909 x the MTCNN side, centred 0.014 sides higher.
+    # A Haar-equivalent box: the raw square MTCNN box scaled by (FER face / MTCNN box side) /
+    # (FER face / Haar box side) and shifted by the difference of their centre offsets (medians of
+    # bench/live.py --recall's scale and shift_y over FER2013 faces, for each detector).
     BOX_SCALE = 0.909
     BOX_SHIFT_Y = -0.014
 
@@ -416,3 +346,9 @@ def iou(a: Box, b: Box) -> float:
     inter = iw * ih
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
+
+
+__all__ = ["CROP_SCALE", "CROP_SHIFT_Y", "DEFAULT_DETECTOR", "NO_FACE", "Box", "Detector", "Face",
+           "HaarAlt2Detector", "HaarDetector", "ImageError", "MTCNNDetector", "Prediction", "WholeImageDetector",
+           "create_detector", "crop_box", "crop_face", "detector_class", "iou", "list_detectors", "load_image",
+           "register_detector", "to_gray"]

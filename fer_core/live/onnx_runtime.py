@@ -3,11 +3,10 @@
 Why ONNX Runtime for live frames: a webcam frame carries one or two 48×48 faces, and at batch 1
 PyTorch eager spends much of a classification dispatching small ops. ONNX Runtime runs the
 exported graph with BatchNorm folded and convolutions fused with their activations, and little
-per-op overhead: in ``bench/live.py`` a cnn4 face costs 0.49 ms, against 1.38 ms for our BN-folded
-channels-last PyTorch fp32 copy and 0.94 ms for its bf16 version (1 thread; profiled, what is left
-is mostly the convolutions' arithmetic). Unlike bf16 it computes in fp32, so its probabilities
-match the PyTorch model to ~1e-6 (tested). Uploads, ``predict`` and evaluation keep using
-PyTorch: one exact reference path.
+per-op overhead, so it is the cheapest backend per face (``bench/live.py --backend`` compares
+them). Unlike bf16 it computes in fp32, so its probabilities match the PyTorch model within
+:data:`MATCH_ATOL` (checked when a session is built, and tested). Uploads, ``predict`` and
+evaluation keep using PyTorch: one exact reference path.
 
 The export uses ``torch.onnx.export(dynamo=True)`` (the supported exporter; the TorchScript one is
 deprecated) with a dynamic batch dimension and the softmax inside the graph, so one ``run`` call
@@ -25,6 +24,7 @@ and :class:`OnnxClassifier` raises :class:`OnnxUnavailable` with the reason when
 from __future__ import annotations
 
 import contextlib
+import io
 import dataclasses
 import logging
 import os
@@ -75,12 +75,28 @@ def export_onnx(model: torch.nn.Module, input_size: int, *, in_chans: int = 1, p
     if probs:
         m = _WithSoftmax(m).eval()
     x = torch.zeros(2, in_chans, input_size, input_size)   # batch 2: the exporter specialises a batch of 1
+    out_name = "probs" if probs else "logits"
     with _quiet_loggers():
-        prog = torch.onnx.export(m, (x,), dynamo=True, input_names=["x"],
-                                 output_names=["probs" if probs else "logits"],
-                                 dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}},
-                                 verbose=False, optimize=True)
-    return prog.model_proto.SerializeToString()
+        try:
+            prog = torch.onnx.export(m, (x,), dynamo=True, input_names=["x"], output_names=[out_name],
+                                     dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}},
+                                     verbose=False, optimize=True)
+            return prog.model_proto.SerializeToString()
+        except Exception as exc:  # noqa: BLE001 - e.g. an imported torch.export program's modules
+            first = exc
+        # the TorchScript-based exporter traces what torch.export cannot (unflattened programs)
+        buf = io.BytesIO()
+        try:
+            torch.onnx.export(m, (x,), buf, dynamo=False, input_names=["x"], output_names=[out_name],
+                              dynamic_axes={"x": {0: "batch"}}, opset_version=17)
+        except Exception:  # noqa: BLE001
+            if any(isinstance(sub, torch.jit.ScriptModule) for sub in m.modules()):
+                raise RuntimeError("this run's model is a TorchScript module, which neither ONNX exporter "
+                                   "can trace inside FER Studio's input adapter; export your original model "
+                                   "to ONNX, or import it with torch.export (.pt2) or as a state_dict + its "
+                                   "class") from first
+            raise first from None
+    return buf.getvalue()
 
 
 @contextlib.contextmanager
@@ -181,10 +197,15 @@ def save_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], *, which
     import onnxruntime as ort
 
     from fer_core.checkpoint import atomic_write_bytes
-    from fer_core.runs import load_model
+    from fer_core.model import LoadedRun
 
-    lm = load_model(run, which=which)
-    blob = export_onnx(lm.model, lm.preprocess.size, probs=probs)
+    lm = LoadedRun(run, which=which)
+    module = lm.module()
+    if lm.kind == "foreign":
+        from fer_core.foreign.kinds import export_module
+
+        module = export_module(lm.run, lm.config, module)
+    blob = export_onnx(module, lm.preprocess.size, probs=probs)
     proto = onnx.load_from_string(blob)
     meta = {"fer_studio.classes": json.dumps(list(lm.classes)),
             "fer_studio.preprocess": json.dumps(dataclasses.asdict(lm.preprocess)),
@@ -198,7 +219,7 @@ def save_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], *, which
     data = proto.SerializeToString()
     # check the bytes we are about to write, with ONNX Runtime, against PyTorch
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    diff = diff_vs_torch(sess, lm.model, lm.preprocess.size, probs=probs)
+    diff = diff_vs_torch(sess, module, lm.preprocess.size, probs=probs)
     if not diff <= MATCH_ATOL * (1 if probs else 100):
         raise OnnxUnavailable(f"the ONNX export differs from the PyTorch model by {diff:.2g}; not written")
     out = Path(out)
