@@ -373,3 +373,26 @@ def report_html(info: RunInfo, user_path: str | None, compare: Sequence[RunInfo]
     files = tuple(_run_files(Path(p)) for p in (str(info.path), *others))
     return _report_html(str(info.path), model, rd.data, user_path, others, split, files, faces, relay)
 
+
+# --------------------------------------------------------------------------- live page
+@st.cache_data(show_spinner=False, max_entries=1)
+def _example() -> tuple[bytes, list[str]]:
+    import io
+
+    from PIL import Image
+
+    from fer_core.data.synthetic import sample_picture
+
+    rgb, labels = sample_picture()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue(), labels
+
+
+def example_picture() -> bytes:
+    """The Live page's example picture (three SynthFER faces) as PNG bytes, made once."""
+    return _example()[0]
+
+
+def example_labels() -> list[str]:
+    return _example()[1]

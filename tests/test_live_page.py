@@ -79,6 +79,16 @@ def test_page_renders_with_tabs_and_limit(app):
         assert backend.value == "onnx"
 
 
+def test_first_render_shows_the_example_faces(app):
+    """Before any upload the page classifies its built-in example (three SynthFER faces), so a
+    fresh machine shows detected faces at once, labelled as synthetic."""
+    assert not app.exception
+    assert any("synthetic" in c.value and "SynthFER" in c.value for c in app.caption)
+    shown = [cap for im in app.image for cap in im.captions if "example (SynthFER, synthetic)" in cap]
+    assert len(shown) == 1 and "3 face(s)" in shown[0], shown
+    assert sum(m.value.startswith("**Face #") for m in app.markdown) == 3
+
+
 def test_upload_good_and_bad_files_together(app):
     bad = {
         "notes.txt": b"just text, not a picture",

@@ -254,6 +254,13 @@ def upload_section(labels: list[str], predictors: list[LoadedRun], detector: str
                             attribution=attribution)
         render_result(res, labels, predictors, key=f"live_up{k}", attribution=attribution)
         st.divider()
+    if not files:
+        st.caption("No picture uploaded yet. Meanwhile, an example: three **synthetic** SynthFER faces "
+                   f"(true expressions: {', '.join(resources.example_labels())}), detected and classified "
+                   "exactly as an upload would be.")
+        res = analyze_bytes("example (SynthFER, synthetic)", resources.example_picture(), predictors,
+                            detector=detector, whole_image=whole, attribution=attribution)
+        render_result(res, labels, predictors, key="live_example", attribution=attribution)
 
 
 def _max_pixels() -> str:

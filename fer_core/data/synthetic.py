@@ -530,3 +530,27 @@ def _blur(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     for i in range(1, 2 * r + 1):
         out += k[:, i] * pad[:, :, i:i + _SIZE]
     return out
+
+
+def sample_picture(n: int = 3, seed: int = 1, face_px: int = 144, margin: int = 40) -> tuple[np.ndarray, list[str]]:
+    """A picture of ``n`` SynthFER faces side by side on a plain background (RGB uint8) and their
+    labels: an example for the Live page, so it shows detected and classified faces on first start
+    without any photograph. The faces are synthetic, and the page says so."""
+    from PIL import Image
+
+    x, y = generate(n=max(n * 6, 24), seed=seed, label_noise=0.0)
+    picks: list[int] = []
+    for i, label in enumerate(y):  # distinct expressions read better than three happy faces
+        if int(label) not in {int(y[j]) for j in picks}:
+            picks.append(i)
+        if len(picks) == n:
+            break
+    h, w = face_px + 2 * margin, n * (face_px + margin) + margin
+    canvas = np.full((h, w), 200, np.uint8)
+    for k, i in enumerate(picks):
+        face = np.asarray(Image.fromarray(x[i]).resize((face_px, face_px), Image.BICUBIC))
+        x0 = margin + k * (face_px + margin)
+        canvas[margin:margin + face_px, x0:x0 + face_px] = face
+    from fer_core.labels import EMOTIONS
+
+    return np.repeat(canvas[..., None], 3, -1), [EMOTIONS[int(y[i])] for i in picks]

@@ -28,9 +28,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fer_core.report.html import SECTION_TITLES, Section, note, page
+
+if TYPE_CHECKING:
+    from fer_core.model import LoadedRun
 
 __all__ = ["FORMATS", "SECTION_TITLES", "Progress", "build_report", "write_report"]
 
@@ -59,7 +62,7 @@ def _section(key: str, build: Callable[[], Section]) -> Section:
             note(f"This section failed: {type(exc).__name__}: {exc}"))
 
 
-def build_report(run: str | os.PathLike[str] | Any, *, data: str | None = None,
+def build_report(run: "str | os.PathLike[str] | LoadedRun", *, data: str | None = None,
                  compare: Sequence[str | os.PathLike[str]] = (), split: str = "test",
                  progress: Progress | None = None, faces: Any = None) -> str:
     """The report of ``run`` as one HTML string.
@@ -71,6 +74,7 @@ def build_report(run: str | os.PathLike[str] | Any, *, data: str | None = None,
     sections are built. ``faces``: the run's FaceSet when the caller already has it open.
     Raises :class:`fer_core.runs.RunError` when ``run`` or a ``compare`` entry is not a run.
     """
+    from fer_core.model import LoadedRun
     from fer_core.report.analysis import confusion_section, filters_section, saliency_section
     from fer_core.report.context import gather
     from fer_core.report.sections import architecture_section, history_section, math_section, summary_section
@@ -81,8 +85,8 @@ def build_report(run: str | os.PathLike[str] | Any, *, data: str | None = None,
     say = progress or (lambda f, m: None)
     t0 = time.perf_counter()
     others = [Path(c) for c in compare]
-    for c in others:
-        read_config(c)  # a mistyped --compare is an error now, not a silent gap in the report
+    for c in ([] if isinstance(run, LoadedRun) else [Path(run)]) + others:
+        read_config(c)  # a mistyped run / --compare is an error now, not a silent gap in the report
     say(_STEPS[0][0], _STEPS[0][1])
     ctx = gather(run, data=data, split=split, faces=faces)
     builders: dict[str, Callable[[], Section]] = {
