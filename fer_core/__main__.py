@@ -1,4 +1,4 @@
-"""Command line: ``python -m fer_core {train,evaluate,predict,export,import,history,report,models,summary,synth}``.
+"""Command line: ``python -m fer_core {train,ensemble,evaluate,predict,export,import,history,report,models,summary,synth}``.
 
 Results go to stdout (a run directory, one JSON line, a table); progress and messages go to
 stderr, so the output can be piped. Bad input ends with a one-line error and exit code 2, not a
@@ -85,6 +85,16 @@ def cmd_train(a: argparse.Namespace) -> int:
                 except ValueError as exc:  # e.g. a source with no test split
                     print(f"{split}: not evaluated ({exc})", file=sys.stderr)
         print(run)
+    return 0
+
+
+def cmd_ensemble(a: argparse.Namespace) -> int:
+    """``python -m fer_core ensemble RUN1 RUN2 … --name NAME``: progress on stderr, the run dir last on stdout."""
+    from fer_core.ensemble import create_ensemble
+
+    run = create_ensemble(a.members, a.name, out=a.out, weights=a.weights,
+                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(run)
     return 0
 
 
@@ -309,12 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--time-budget-min", type=float, default=None,
                    help="cosine schedule over this many minutes of training, then stop (--epochs is the cap)")
+    t.add_argument("--teacher", default=None, metavar="RUN",
+                   help="distil this run's soft targets (any run, an ensemble too) into the new model")
+    t.add_argument("--kd-t", type=float, default=None, help=f"distillation temperature (default {d.kd_t})")
+    t.add_argument("--kd-alpha", type=float, default=None,
+                   help=f"weight of the soft-target term, 1 - it on the labels' CE (default {d.kd_alpha})")
     t.add_argument("--out", default="runs", help="folder for new runs (default runs/)")
     t.add_argument("--name", default=None, help="run directory name (default model-timestamp)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from last.pt")
     t.add_argument("--no-eval", action="store_true", help="skip the val/test evaluation at the end")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    en = sub.add_parser("ensemble", help="make one run of several runs' averaged probabilities; prints its directory")
+    en.add_argument("members", nargs="+", metavar="RUN", help="member runs (same classes, input size and data split)")
+    en.add_argument("--name", required=True, help="run directory name")
+    en.add_argument("--out", default="runs", help="folder for the run (default runs/)")
+    en.add_argument("--weights", default="auto", metavar="auto|equal|W1,W2,…",
+                    help="auto (default): chosen on the validation split; equal; or one number per member")
+    en.set_defaults(func=cmd_ensemble)
 
     e = sub.add_parser("evaluate", help="evaluate a run; last stdout line is JSON")
     e.add_argument("run")

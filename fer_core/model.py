@@ -42,6 +42,11 @@ from fer_core.runs import checkpoint_file, read_config
 # Attribution methods that hook the model's layers (not possible on TorchScript modules).
 HOOKED_METHODS = ("gradcam", "guided_backprop")
 
+# Why a non-registry run has no bf16 copy (its module is used as it is: copying or re-tracing an
+# imported graph is not safe, and an ensemble's members keep their own preprocessing inside).
+NO_BF16 = {"foreign": "imported models run as they were saved (fp32)",
+           "ensemble": "an ensemble runs its members in fp32"}
+
 # Classification backends (LoadedRun.classify): the PyTorch reference, PyTorch in bfloat16, ONNX Runtime.
 BACKENDS = ("torch", "torch-bf16", "onnx")
 
@@ -130,6 +135,7 @@ class LoadedRun:
         self.kind = str(self.config.get("kind", "registry"))
         if self.kind not in _KINDS:
             import fer_core.foreign.kinds  # noqa: F401 - registers the kinds of imported runs
+            import fer_core.ensemble  # noqa: F401 - registers the ensemble kind
         if self.kind not in _KINDS:
             raise ModelUnavailable(f"{self.run}: unknown run kind {self.kind!r} (known: {', '.join(run_kinds())})")
         self.device = torch.device(device)
@@ -237,7 +243,7 @@ class LoadedRun:
         self._onnx()
         no_torch = None if self.model is not None else self.gradient_reason
         return {"torch": no_torch,
-                "torch-bf16": no_torch or ("imported models run as they were saved (fp32)" if self.kind != "registry"
+                "torch-bf16": no_torch or (NO_BF16.get(self.kind, "this run kind runs in fp32") if self.kind != "registry"
                                            else None if self.device.type == "cpu" and cpu_bf16_supported()
                                            else "this CPU has no native bfloat16 (AVX512-BF16/AMX): "
                                                 "bf16 would be slower than fp32"),

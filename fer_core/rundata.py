@@ -103,7 +103,7 @@ def resolve_data(config: dict[str, Any], user_path: str | None = None) -> DataCh
     for the run's data file by name (then ``fer2013.csv``). Any ``:split=`` option is kept.
     """
     from fer_core.data.spec import parse_spec
-    from fer_core.train import split_seed_of
+    from fer_core.runs import split_seed_of
 
     spec = str(config.get("data", "") or "")
     train = config.get("train", {}) or {}

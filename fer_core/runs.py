@@ -16,6 +16,7 @@ down.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -190,7 +191,7 @@ def checkpoint_file(run: str | os.PathLike, which: str = "best", config: dict[st
     kind = config.get("kind", "registry")
     if kind == "foreign":
         return run / str((config.get("foreign") or {}).get("file", "model"))
-    if kind == "predictions":
+    if kind in ("predictions", "ensemble"):
         return run / "config.json"
     p = run / f"{which}.pt"
     if not p.exists() and which == "best" and (run / "last.pt").exists():
@@ -241,3 +242,26 @@ def export_run(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = T
     write_config(dst, config)
     atomic_write_text(dst / "metrics.csv", (src / "metrics.csv").read_text())
     return dst
+
+
+def split_seed_of(train_cfg: dict[str, Any], default: int = 0) -> int:
+    """The seed that drew a run's train/val slice (``split_seed``, else the run's ``seed``)."""
+    v = train_cfg.get("split_seed")
+    return int(v) if v is not None else int(train_cfg.get("seed", default))
+
+
+def append_metrics(run_dir: Path, row: dict[str, float]) -> None:
+    """Rewrite metrics.csv atomically with one more row (a kill never leaves a torn line)."""
+    p = run_dir / "metrics.csv"
+    text = p.read_text() if p.exists() else ",".join(METRIC_COLUMNS) + "\n"
+    line = ",".join(str(int(row[c])) if c == "epoch" else f"{row[c]:.6g}" for c in METRIC_COLUMNS)
+    atomic_write_text(p, text + line + "\n")
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Drop rows after the checkpointed epoch: they will be recomputed identically on resume."""
+    df = read_metrics(run_dir)
+    keep = df[df["epoch"] <= last_epoch]
+    buf = io.StringIO()
+    keep.to_csv(buf, index=False, float_format="%.6g")
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())

@@ -9,6 +9,9 @@ lives in memory as one tensor and batches are index slices; augmentation runs ba
 (:mod:`fer_core.augment`), so the input pipeline costs little next to model compute
 (``bench/train_throughput.py`` measures the two).
 
+Distillation (``teacher``, ``kd_t``, ``kd_alpha``; :mod:`fer_core.distill`, Hinton et al. 2015): ``loss =
+alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, y, label_smoothing)``, ``p^T = softmax(logits / T)``.
+
 Reproducibility: every epoch's shuffling, augmentation and dropout draw from RNGs seeded by
 ``(seed, epoch)``, so a resumed run continues exactly as an uninterrupted one would and the same
 seed gives the same ``metrics.csv`` (apart from wall time) on the same machine and thread count.
@@ -16,12 +19,11 @@ seed gives the same ``metrics.csv`` (apart from wall time) on the same machine a
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,12 +34,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fer_core.augment import PRESETS, build_augment
-from fer_core.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from fer_core.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.data.faceset import FaceSet
 from fer_core.device import DistInfo, cpu_bf16_supported, resolve_device, setup_distributed, versions
+from fer_core.distill import Teacher, kd_loss, load_teacher
 from fer_core.models import create_model
 from fer_core.preprocess import Preprocess
-from fer_core.runs import METRIC_COLUMNS, new_run_dir, read_config, read_metrics, write_config
+from fer_core.runs import (append_metrics, new_run_dir, read_config, split_seed_of, truncate_metrics,
+                           write_config)
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -74,6 +78,9 @@ class TrainConfig:
     bf16: str = "auto"                # auto | on | off  (CPU autocast; fp32 where unsupported)
     threads: int = 0                  # torch intra-op threads; 0 = torch's default
     time_budget_min: float = 0.0      # >0: cosine over wall time, stop when spent (epochs = max)
+    teacher: str | None = None        # run directory whose soft targets are distilled (fer_core.distill)
+    kd_t: float = 4.0                 # distillation temperature T
+    kd_alpha: float = 0.7             # weight of the soft (KL) term; 1 - kd_alpha on the hard CE
 
     def __post_init__(self) -> None:
         if self.aug not in PRESETS:
@@ -84,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose cosine, plateau or none")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.kd_t <= 0 or not 0.0 <= self.kd_alpha <= 1.0:
+            raise ValueError("--kd-t must be > 0 and --kd-alpha in [0, 1]")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -98,12 +107,6 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.bf16 == "on" and not supported:
         raise RuntimeError("--bf16 on requested but this CPU lacks bf16 instructions; use --bf16 auto")
     return supported
-
-
-def split_seed_of(train_cfg: dict[str, Any], default: int = 0) -> int:
-    """The seed that drew a run's train/val slice (``split_seed``, else the run's ``seed``)."""
-    v = train_cfg.get("split_seed")
-    return int(v) if v is not None else int(train_cfg.get("seed", default))
 
 
 # ----------------------------------------------------------------------------- loops
@@ -128,12 +131,15 @@ def _lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int,
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-def _to_input(x_u8: torch.Tensor, preprocess: Preprocess, augment: nn.Module | None,
-              device: torch.device, channels_last: bool) -> torch.Tensor:
+def _to_unit(x_u8: torch.Tensor, preprocess: Preprocess, augment: nn.Module | None,
+             device: torch.device) -> torch.Tensor:
+    """uint8 faces -> (augmented) [0,1] pixels: what the student and a teacher both see."""
     x = preprocess.to_unit(x_u8.to(device))
-    if augment is not None:
-        x = augment(x)
-    x = preprocess.standardize(x)
+    return augment(x) if augment is not None else x
+
+
+def _standardized(u: torch.Tensor, preprocess: Preprocess, channels_last: bool) -> torch.Tensor:
+    x = preprocess.standardize(u)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -141,10 +147,12 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
                     preprocess: Preprocess, augment: nn.Module, optimizer: torch.optim.Optimizer,
                     epoch: int, device: torch.device, dist: DistInfo = DistInfo(), bf16: bool = False,
                     ema: torch.optim.swa_utils.AveragedModel | None = None,
-                    progress: Progress | None = None, elapsed_before: float = 0.0) -> tuple[float, float]:
+                    progress: Progress | None = None, elapsed_before: float = 0.0,
+                    teacher: Teacher | None = None) -> tuple[float, float]:
     """One pass over the training faces; returns (mean loss, accuracy) of this process's shard.
 
-    With ``cfg.time_budget_min`` the epoch also ends early once the budget is spent.
+    With ``cfg.time_budget_min`` the epoch also ends early once the budget is spent. With a
+    ``teacher`` (:class:`fer_core.distill.Teacher`) the loss is :func:`fer_core.distill.kd_loss`.
     """
     budget_s = cfg.time_budget_min * 60.0
     t_start = time.perf_counter()
@@ -162,7 +170,8 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
     mix_gen = np.random.default_rng(seed + 2)
     for i in range(steps):
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        xb = _to_input(x[idx], preprocess, augment, device, cfg.channels_last)
+        ub = _to_unit(x[idx], preprocess, augment, device)
+        xb = _standardized(ub, preprocess, cfg.channels_last)
         yb = y[idx].to(device)
         frac = None
         if budget_s > 0:
@@ -182,6 +191,8 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
             lam = float(mix_gen.beta(cfg.mixup, cfg.mixup))
             perm_b = torch.randperm(len(xb))
             xb = lam * xb + (1 - lam) * xb[perm_b]
+            if teacher is not None:  # the teacher sees the same mixed pixels
+                ub = lam * ub + (1 - lam) * ub[perm_b]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(xb)
         logits = logits.float()
@@ -189,6 +200,8 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
         if perm_b is not None:
             loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[perm_b],
                                                             label_smoothing=cfg.label_smoothing)
+        if teacher is not None:
+            loss = kd_loss(logits, teacher.logits(ub), yb, T=cfg.kd_t, alpha=cfg.kd_alpha, hard=loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -212,7 +225,7 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, preproc
     loss_sum, correct = 0.0, 0
     try:
         for i in range(0, len(x), batch_size):
-            xb = _to_input(x[i:i + batch_size], preprocess, None, device, channels_last)
+            xb = _standardized(_to_unit(x[i:i + batch_size], preprocess, None, device), preprocess, channels_last)
             yb = y[i:i + batch_size].to(device)
             logits = model(xb).float()
             loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
@@ -236,23 +249,6 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _append_metrics(run_dir: Path, row: dict[str, float]) -> None:
-    """Rewrite metrics.csv atomically with one more row (a kill never leaves a torn line)."""
-    p = run_dir / "metrics.csv"
-    text = p.read_text() if p.exists() else ",".join(METRIC_COLUMNS) + "\n"
-    line = ",".join(str(int(row[c])) if c == "epoch" else f"{row[c]:.6g}" for c in METRIC_COLUMNS)
-    atomic_write_text(p, text + line + "\n")
-
-
-def _truncate_metrics(run_dir: Path, last_epoch: int) -> None:
-    """Drop rows after the checkpointed epoch: they will be recomputed identically on resume."""
-    df = read_metrics(run_dir)
-    keep = df[df["epoch"] <= last_epoch]
-    buf = io.StringIO()
-    keep.to_csv(buf, index=False, float_format="%.6g")
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
 
 
 def build_run_config(cfg: TrainConfig, faces: FaceSet, preprocess: Preprocess) -> dict[str, Any]:
@@ -327,6 +323,11 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
     train, val = faces.select("train"), faces.select("val")
     if not train.labeled:
         raise ValueError(f"{cfg.data}: the train split has unlabeled faces; training needs labels")
+    teacher = None
+    if cfg.teacher:  # loaded once, before any run directory exists (a bad teacher leaves nothing)
+        cfg = replace(cfg, teacher=str(Path(cfg.teacher).resolve()))
+        teacher = load_teacher(cfg.teacher, device, faces.classes,
+                               (run_cfg.get("teacher") or {}).get("config_hash") if resume is not None else None)
 
     if resume is not None:
         preprocess = Preprocess.from_dict(run_cfg["preprocess"])
@@ -336,6 +337,8 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
     else:
         preprocess = Preprocess.fit(train.x, normalize=cfg.normalize)
         config = build_run_config(cfg, faces, preprocess)
+        if teacher is not None:
+            config["teacher"] = teacher.identity
 
     # Everything that bad input can break (model name and kwargs, augmentation, optimizer) is
     # built before a new run directory exists, so a typo leaves nothing behind.
@@ -375,9 +378,9 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
             best_acc, best_epoch = float(ck.get("best_val_acc", -1.0)), int(ck.get("best_epoch", 0))
             elapsed = float(ck.get("elapsed_s", 0.0))
             if dist.is_main:
-                _truncate_metrics(run_path, int(ck["epoch"]))
+                truncate_metrics(run_path, int(ck["epoch"]))
         elif resume is not None and dist.is_main:
-            _truncate_metrics(run_path, 0)  # killed before the first epoch finished: start over
+            truncate_metrics(run_path, 0)  # killed before the first epoch finished: start over
         net: nn.Module = model
         if dist.enabled:
             net = nn.parallel.DistributedDataParallel(
@@ -395,7 +398,7 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
             tr_loss, tr_acc = train_one_epoch(net, train.x, train.y, cfg=cfg, preprocess=preprocess,
                                               augment=augment, optimizer=optimizer, epoch=epoch,
                                               device=device, dist=dist, bf16=bf16, ema=ema,
-                                              progress=progress, elapsed_before=elapsed)
+                                              progress=progress, elapsed_before=elapsed, teacher=teacher)
             va_loss, va_acc = evaluate_loss(eval_model, val.x, val.y, preprocess=preprocess,
                                             device=device, channels_last=cfg.channels_last)
             if plateau is not None:
@@ -411,7 +414,7 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
             if dist.is_main:
                 # Order matters for crash safety: metrics row, then best.pt, then last.pt. Resume
                 # trusts last.pt's epoch and drops any later metrics rows.
-                _append_metrics(run_path, row)
+                append_metrics(run_path, row)
                 state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
                 common = {"config": config, "epoch": epoch, "best_val_acc": best_acc,
                           "best_epoch": best_epoch, "val_acc": va_acc, "elapsed_s": elapsed}

@@ -183,6 +183,8 @@ def method_options(model: LoadedRun) -> tuple[str, dict[str, Any]]:
                                  format_func=lambda n: by[n].label + (" · default" if n == default else ""),
                                  key="xp_layer")
             opts["layer"] = layer
+            if hasattr(model.model, "layer_label"):  # an ensemble: say whose layer it is
+                st.caption(f"Grad-CAM of {model.model.layer_label(layer)}")
             if by[layer].coarse:
                 st.warning(by[layer].note, icon="⚠️")
             else:

@@ -194,6 +194,8 @@ def main() -> None:
         # pixels, so its ascent image is nearly uniform.
         layer = components.pick_option("Layer", names, "fv_layer", format_func=lambda n: by[n].label,
                                        index=names.index(default) if default in names else 0)
+    if hasattr(model.model, "layer_label"):  # an ensemble: say whose layer it is
+        st.caption(f"Filters of {model.model.layer_label(layer)}")
     n = by[layer].channels
     with c2:
         text = st.text_input(f"Filters (of 0–{n - 1}), e.g. 0-15, 20, all", value="0-15" if n > 16 else "all",
