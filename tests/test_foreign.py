@@ -459,3 +459,120 @@ def test_export_of_a_torchscript_run_says_why(student, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(tmp_path / "ts"), str(tmp_path / "ts.onnx")]) == 2
     assert "TorchScript module" in capsys.readouterr().err and not (tmp_path / "ts.onnx").exists()
+
+
+# --------------------------------------------------------------------------- every model, every route
+def _save(net: nn.Module, route: str, example: torch.Tensor, tmp: Path, code: Path | None) -> tuple[Path, list[str]]:
+    """Save ``net`` the way a user would for ``route``; returns the file and extra import options."""
+    if route == "torchscript":
+        f = tmp / "m_ts.pt"
+        torch.jit.save(torch.jit.trace(net, example), f)
+        return f, []
+    if route == "export":
+        f = tmp / "m.pt2"
+        torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("b", min=1,
+                                                                                                     max=4096)},)), f)
+        return f, []
+    if route == "onnx":
+        f = tmp / "m.onnx"
+        torch.onnx.export(net, (example,), str(f), dynamo=False, input_names=["input_1"],
+                          dynamic_axes={"input_1": {0: "batch"}}, opset_version=15)
+        return f, []
+    f = tmp / "m.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(f))
+    return f, ["--code", f"{code}:{type(net).__name__}", "--trust-code"]
+
+
+@pytest.mark.parametrize("route", ["torchscript", "export", "onnx", "state_dict"])
+@pytest.mark.parametrize("which", ["rgb64", "nhwc_probs"])
+def test_every_model_through_every_route(which, route, tmp_path, capsys):
+    """The 3-channel 64×64 [0,255] model and the NHWC probability model, saved by each route
+    (state_dict as .safetensors + the class's file), give the original's predictions."""
+    torch.manual_seed(5)
+    code = tmp_path / "models.py"
+    code.write_text(Path(__file__).read_text())  # the classes' own file, as a user's project has
+    if which == "rgb64":
+        net, example, extra = RGB64().eval(), torch.zeros(2, 3, 64, 64), ["--input", "3x64x64", "--range", "255"]
+        ref = lambda idx: _ref_probs(net, idx, channels=3, scale=255.0, size=64)  # noqa: E731
+    else:
+        net, example, extra = NHWCProbs().eval(), torch.zeros(2, 48, 48, 1), ["--classes", FERPLUS, "--layout", "nhwc"]
+        keep = [FERPLUS.split(",").index(n) for n in ("anger", "disgust", "fear", "happiness", "sadness",
+                                                        "surprise", "neutral")]
+
+        def ref(idx):
+            p8 = _ref_probs(net, idx, nhwc=True, probs_out=True)
+            return p8[:, keep] / p8[:, keep].sum(1, keepdims=True)
+    f, opts = _save(net, route, example, tmp_path, code)
+    if which == "nhwc_probs" and route != "onnx":
+        extra = extra + ["--input", "1x48x48"]
+    rc, out, err = _import(capsys, str(f), "--name", f"{which}-{route}", "--out", str(tmp_path / "runs"),
+                           "--data", DATA, *extra, *opts)
+    assert rc == 0, err
+    assert ("outputs probabilities" if which == "nhwc_probs" else "outputs logits") in err
+    idx, got = _eval_probs(Path(out.strip().splitlines()[-1]))
+    np.testing.assert_allclose(got, ref(idx), atol=1e-4 if route == "onnx" else 1e-5)
+
+
+@pytest.fixture(scope="module")
+def predictions_run(tmp_path_factory):
+    from fer_core.data.spec import open_dataset
+
+    root = tmp_path_factory.mktemp("preds")
+    faces = open_dataset(DATA, val_fraction=0.1, seed=0)
+    test = np.flatnonzero(faces.split == "test")
+    import pandas as pd
+
+    p = np.random.default_rng(1).dirichlet(np.ones(7) * 0.3, size=len(test))
+    df = pd.DataFrame({"row": faces.row[test], "pred": [EMOTIONS[int(i)] for i in p.argmax(1)]})
+    csv = root / "preds.csv"
+    df.to_csv(csv, index=False)   # no label column: the labels are read from --data by row id
+    assert main(["import", "--predictions", str(csv), "--name", "preds-only", "--out", str(root / "runs"),
+                 "--data", DATA]) == 0
+    return root / "runs"
+
+
+@pytest.mark.slow
+def test_predictions_only_run_on_every_page(predictions_run, monkeypatch):
+    """The Errors page shows the cell's faces; the model pages say in one sentence why they can't."""
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("FER_RUNS", str(predictions_run))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    at = AppTest.from_file(str(root / "dashboard" / "app.py"), default_timeout=240)
+    at.query_params["run"] = "preds-only"
+    at.run()
+    for page in ("runs", "errors", "explain", "filters", "live", "model"):
+        at.switch_page(str(root / "dashboard" / "views" / f"{page}.py")).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        text = " ".join(str(m.value) for m in [*at.info, *at.warning, *at.error, *at.markdown, *at.caption])
+        if page == "errors":
+            assert at.image and at.image[0].captions, "the confusion cell's faces"
+        elif page in ("explain", "filters", "live"):
+            assert "predictions only" in text or "None of the runs" in text, (page, text[:500])
+
+
+def test_live_page_classifies_an_upload_with_an_imported_onnx_model(imported_runs, monkeypatch):
+    """The Live page, with the imported Keras-like ONNX run selected, classifies an uploaded picture."""
+    from PIL import Image
+    from streamlit.testing.v1 import AppTest
+
+    from fer_core.data.synthetic import sample_picture
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("FER_RUNS", str(imported_runs))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    at = AppTest.from_file(str(root / "dashboard" / "views" / "live.py"), default_timeout=240)
+    at.run()
+    at.selectbox(key="live_run").set_value(str(imported_runs / "keras-onnx")).run()
+    import io
+
+    rgb, _ = sample_picture()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    at.file_uploader(key="live_upload").set_value([("photo.png", buf.getvalue(), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    caps = [c for im in at.image for c in im.captions if c.startswith("photo.png")]
+    assert caps and "3 face(s)" in caps[0], caps

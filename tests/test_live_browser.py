@@ -281,7 +281,7 @@ def test_live_stream_in_chromium_netns(tmp_path):
         # "connectionstatechange connected", then "disconnected" within seconds, and
         # streamlit-webrtc's frontend stops the stream on "disconnected". Seen on every run on the
         # shared 2-core machine (load 13-27); once 30 frames were processed first (3.3 FPS).
-        pytest.skip(f"live WebRTC stream: the browser dropped the peer connection right after it "
+        pytest.xfail(f"known, non-strict: the browser dropped the live WebRTC peer connection right after it "
                     f"connected (frames processed by the server before the drop: {res.get('frames', 0)}); "
                     "set FER_REQUIRE_LIVE=1 to fail instead. Console: "
                     + " | ".join(c for c in res.get("console", []) if "connectionstatechange" in c))
