@@ -235,6 +235,11 @@ def export_run(src: str | os.PathLike, dst: str | os.PathLike, *, half: bool = T
         config["data"] = portable_spec(spec)
         if isinstance(config.get("train"), dict):
             config["train"]["data"] = config["data"]
+    # a distilled student names its teacher by run name only, like its data
+    if isinstance(config.get("train"), dict) and config["train"].get("teacher"):
+        config["train"]["teacher"] = Path(str(config["train"]["teacher"])).name
+    if isinstance(config.get("teacher"), dict) and config["teacher"].get("path"):
+        config["teacher"]["path"] = Path(str(config["teacher"]["path"])).name
     ck = load_checkpoint(checkpoint_file(src, "best"))
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["state_dict"].items()}
     keep = {k: ck[k] for k in ("epoch", "best_val_acc", "best_epoch", "val_acc", "elapsed_s") if k in ck}

@@ -158,8 +158,10 @@ def test_snapshot_in_chromium(tmp_path):
                     if attempt == 2:
                         raise
             try:
-                page.get_by_text("Face #1").first.wait_for()
-                page.get_by_text("model input 48×48").first.wait_for()   # the crop the model saw
+                # the snapshot's own result (the Upload tab shows the example picture's faces too)
+                shot = page.get_by_role("tabpanel").filter(has=page.get_by_role("heading", name="snapshot"))
+                shot.get_by_text("Face #1").first.wait_for()
+                shot.get_by_text("model input 48×48").first.wait_for()   # the crop the model saw
             except Exception:
                 art = ROOT / "tests" / "artifacts"
                 art.mkdir(exist_ok=True)

@@ -87,7 +87,7 @@ def test_round_trip_loads_with_loaded_run(tmp_path, synth):
         va = float((vp.argmax(1) == y[240:].numpy()).mean())
         log.epoch(epoch=1, train_loss=tl, train_acc=ta, val_loss=vl, val_acc=va, lr=3e-3, top3=0.9)
         info = inspect_run(run)  # curves but no model yet
-        assert info.epochs_done == 1 and info.error
+        assert info.epochs_done == 1 and not info.error and not info.has_model  # listed with its curves
         path = log.save_model(model)
     assert path == run / "model.pt"
     cfg = read_config(run)
