@@ -186,25 +186,8 @@ def test_a_missing_member_later_is_a_readable_error(root, tmp_path):
 
 
 def test_every_page_renders_an_ensemble(root, monkeypatch):
-    from streamlit.testing.v1 import AppTest
+    from conftest import every_page
 
-    project = Path(__file__).resolve().parents[1]
-    monkeypatch.setenv("FER_RUNS", str(root))
-    monkeypatch.setenv("FER_RUNS_ONLY", "1")
-    monkeypatch.delenv("FER_DATA", raising=False)
-    at = AppTest.from_file(str(project / "dashboard" / "app.py"), default_timeout=240)
-    at.query_params["run"] = "ens"
-    at.run()
-    run = str(root / "ens")
-    for page in ("runs", "errors", "explain", "filters", "live", "model"):
-        at.switch_page(str(project / "dashboard" / "views" / f"{page}.py")).run()
-        assert not at.exception, (page, [e.value for e in at.exception])
-        if page == "errors":
-            assert at.selectbox(key="err_run").value == run
-            assert at.image and at.image[0].captions, "the confusion cell's faces"
-        if page == "explain":
-            assert at.selectbox(key="xp_run").value == run
-            assert any("range" in c for im in at.image for c in im.captions), "attribution tiles"
+    for page, at in every_page(root, "ens", monkeypatch):
         if page == "filters":
-            assert at.selectbox(key="fv_run").value == run
             assert at.selectbox(key="fv_layer").value.startswith("members.")

@@ -370,27 +370,11 @@ def imported_runs(student, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["student-export", "keras-onnx", "student-ts"])
 def test_every_page_renders_an_imported_run(imported_runs, name, monkeypatch):
-    from streamlit.testing.v1 import AppTest
+    from conftest import every_page
 
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.setenv("FER_RUNS", str(imported_runs))
-    monkeypatch.setenv("FER_RUNS_ONLY", "1")
-    monkeypatch.delenv("FER_DATA", raising=False)
-    at = AppTest.from_file(str(root / "dashboard" / "app.py"), default_timeout=240)
-    at.query_params["run"] = name
-    at.run()
     run = str(imported_runs / name)
-    for page in ("runs", "errors", "explain", "filters", "live", "model"):
-        at.switch_page(str(root / "dashboard" / "views" / f"{page}.py")).run()
-        assert not at.exception, (page, [e.value for e in at.exception])
-        if page == "errors":
-            assert at.selectbox(key="err_run").value == run
-            assert at.image and at.image[0].captions, "the confusion cell's faces"
-        if page == "explain":
-            assert at.selectbox(key="xp_run").value == run
-            assert any("range" in c for im in at.image for c in im.captions), "attribution tiles"
+    for page, at in every_page(imported_runs, name, monkeypatch):
         if page == "filters":
-            assert at.selectbox(key="fv_run").value == run
             if name == "student-ts":   # TorchScript layers cannot be hooked: the page says why
                 assert any("TorchScript modules cannot be hooked" in m.value for m in at.info)
             else:
