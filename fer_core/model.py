@@ -151,6 +151,7 @@ class LoadedRun:
         self._default_detector = detector
         self._detectors: dict[str, Any] = {}
         self._infer: dict[str, nn.Module] = {}
+        self._layers: dict[str, list[Any]] = {}
         self._onnx_clf: Any = None
         self._onnx_error: str | None = None
 
@@ -384,8 +385,10 @@ class LoadedRun:
 
         if self.layer_reason:
             return []
-        with self.lock:
-            return layer_table(self.module(), input_size=int(self.preprocess.size))
+        with self.lock:  # one forward pass per object: the table only changes with the checkpoint
+            if "gradcam" not in self._layers:
+                self._layers["gradcam"] = layer_table(self.module(), input_size=int(self.preprocess.size))
+            return list(self._layers["gradcam"])
 
     @property
     def layer_reason(self) -> str | None:
@@ -443,7 +446,9 @@ class LoadedRun:
         if self.layer_reason:
             return []
         with self.lock:
-            return feature_layer_table(self.module(), input_size=int(self.preprocess.size))
+            if "feature" not in self._layers:
+                self._layers["feature"] = feature_layer_table(self.module(), input_size=int(self.preprocess.size))
+            return list(self._layers["feature"])
 
     def default_feature_layer(self) -> str | None:
         """The deepest conv layer whose maps are still spatial: the first conv reads pixels
