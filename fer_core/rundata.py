@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -291,10 +291,7 @@ class RunData:
                              faces=faces, write=True, model=model)
                 stored = self.stored_predictions(split)
                 if stored is not None:
-                    return Predictions.from_arrays(
-                        {k: getattr(stored, k) for k in ("index", "row", "label", "probs", "pred")}
-                        | ({"ferplus_votes": stored.ferplus_votes} if stored.ferplus_votes is not None else {}),
-                        self.classes, split, f"computed now, saved to eval/{split}.npz", stored.key)
+                    return replace(stored, source=f"computed now, saved to eval/{split}.npz")
             except OSError:
                 pass  # a read-only run folder: predict in memory instead
             part_idx = np.flatnonzero(faces.split == split)

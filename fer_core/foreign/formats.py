@@ -38,11 +38,17 @@ class ForeignModelError(ValueError):
     """A model file that cannot be imported; the message says what it is and what to do."""
 
 
+def _head(path: Path, n: int = 16) -> bytes:
+    """The first bytes of a file (a model can be gigabytes: never read it whole to sniff it)."""
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
 def detect_format(path: Path) -> str:
     """One of :data:`FORMATS`, decided from the file's content; ForeignModelError otherwise."""
     if not path.is_file():
         raise ForeignModelError(f"{path}: no such file")
-    head = path.read_bytes()[:16]
+    head = _head(path)
     if not head:
         raise ForeignModelError(f"{path} is empty (0 bytes): not a model file")
     if zipfile.is_zipfile(path):
@@ -104,7 +110,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _is_safetensors(path: Path) -> bool:
-    return path.read_bytes()[8:9] == b"{" and not zipfile.is_zipfile(path)
+    return _head(path)[8:9] == b"{" and not zipfile.is_zipfile(path)
 
 
 def load_user_class(code: str, base: Path | None = None) -> type:

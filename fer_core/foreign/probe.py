@@ -73,18 +73,6 @@ def make_preprocess(spec: InputSpec, value_range: str, mean: float | None, std: 
     return Preprocess(size=spec.size, mean=float(mean), std=float(std), normalize=True)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    spec: InputSpec
-    width: int
-    output: str           # "logits" | "probs"
-    agreement: float      # share of probe faces on which the adapted model and the raw output agree
-
-    def describe(self, n_classes: int) -> str:
-        out = "probabilities" if self.output == "probs" else "logits"
-        return f"{self.spec.describe()}, outputs {out}, {n_classes} classes"
-
-
 def probe_faces(n: int = PROBE_FACES) -> torch.Tensor:
     from fer_core.data.synthetic import generate
 
