@@ -20,6 +20,7 @@ VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = [
     st.Page(VIEWS / "runs.py", title="Runs", icon=":material/monitoring:", default=True),
     st.Page(VIEWS / "errors.py", title="Errors", icon=":material/grid_on:"),
+    st.Page(VIEWS / "dataset.py", title="Dataset", icon=":material/scatter_plot:"),
     st.Page(VIEWS / "explain.py", title="Explain", icon=":material/visibility:"),
     st.Page(VIEWS / "filters.py", title="Filters", icon=":material/filter:"),
     st.Page(VIEWS / "live.py", title="Live", icon=":material/videocam:"),

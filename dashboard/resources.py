@@ -37,8 +37,10 @@ from fer_core.runs import (PROJECT_ROOT, RunInfo, checkpoint_file, eval_path, li
                            read_metrics, run_roots)
 
 SHIPPED_ROOT: Path = (PROJECT_ROOT / "checkpoints").resolve()
+# The dataset types are named by their qualified name so this module does not import them (and, with
+# them, UMAP/cleanlab/scikit-learn) when the dashboard starts; pages that never use them stay fast.
 HASH_FUNCS = {LoadedRun: attrgetter("key"), FaceBatch: attrgetter("key"), Predictions: attrgetter("key"),
-              DataChoice: attrgetter("key")}
+              DataChoice: attrgetter("key"), "fer_core.dataset.embedding.Embedding": attrgetter("key")}
 
 __all__ = ["DATA_ENV", "DataUnavailable", "FaceBatch", "Predictions", "RunData"]
 
@@ -325,6 +327,25 @@ def faces_batch(x: Any) -> FaceBatch:
     return FaceBatch(np.ascontiguousarray(np.asarray(x, dtype=np.uint8)))
 
 
+# --------------------------------------------------------------------------- progress bars
+def in_caller_context(progress: Callable[..., None] | None) -> Callable[..., None] | None:
+    """``progress`` wrapped to run in the caller's context (None stays None).
+
+    Why: Streamlit records the elements a cached function touches to replay them on a cache hit,
+    and a progress bar made outside the function cannot be replayed; run outside that recording,
+    updating it is just an update. Pass the result as a cached function's ``_progress`` argument
+    (leading underscore: not part of the cache key).
+    """
+    if progress is None:
+        return None
+    outer = contextvars.copy_context()
+
+    def relay(*args: Any) -> None:
+        outer.run(progress, *args)
+
+    return relay
+
+
 # --------------------------------------------------------------------------- report
 def _run_files(run: Path) -> tuple[tuple[str, float], ...]:
     """(name, version) of the files a report reads from a run (config, metrics, evaluations)."""
@@ -345,12 +366,8 @@ def report_html(info: RunInfo, user_path: str | None, compare: Sequence[RunInfo]
                 progress: Callable[[float, str], None] | None = None) -> str:
     """The run's self-contained HTML report (:func:`fer_core.report.build_report`), built once per
     model version, data, compared runs, split and run-file versions, from the shared ``LoadedRun``
-    and face set; ``progress(fraction, message)`` is called while it builds (not on a cache hit).
-
-    Why the progress callback runs in the caller's context (``contextvars``): Streamlit records
-    the elements a cached function touches to replay them on a cache hit, and a progress bar made
-    outside the function cannot be replayed; run outside that recording, updating it is just an
-    update. Raises RunError when a run is not a run directory; missing models/data are written
+    and face set; ``progress(fraction, message)`` is called while it builds (not on a cache hit;
+    see :func:`in_caller_context`). Raises RunError when a run is not a run directory; missing models/data are written
     into the report.
     """
     try:
@@ -362,16 +379,95 @@ def report_html(info: RunInfo, user_path: str | None, compare: Sequence[RunInfo]
         faces = faceset(rd)
     except DataUnavailable:
         faces = None
-    relay = None
-    if progress is not None:
-        outer = contextvars.copy_context()
-
-        def relay(frac: float, message: str) -> None:
-            outer.run(progress, frac, message)
-
+    relay = in_caller_context(progress)
     others = tuple(str(c.path) for c in compare)
     files = tuple(_run_files(Path(p)) for p in (str(info.path), *others))
     return _report_html(str(info.path), model, rd.data, user_path, others, split, files, faces, relay)
+
+
+# --------------------------------------------------------------------------- dataset page
+@st.cache_resource(show_spinner=False, max_entries=8, hash_funcs=HASH_FUNCS)
+def _embedding(model: LoadedRun, faces: FaceBatch, split: str, _progress: Any) -> Any:
+    from fer_core.dataset.embedding import load_or_compute_embedding
+
+    # the data version stored with the map is the pixels' content hash (a fresh FaceBatch key), so a
+    # copied or moved run keeps its cached map and changed faces never reuse a stale one
+    return load_or_compute_embedding(model, faces.x, split=split, data_key=FaceBatch(faces.x).key,
+                                     progress=_progress)
+
+
+def embedding(rd: RunData, model: LoadedRun, pred: Predictions,
+              progress: Callable[[float, str], None] | None = None) -> Any:
+    """The 2-D map (:class:`fer_core.dataset.embedding.Embedding`) of ``pred``'s faces, in
+    ``pred``'s order: read from the run's ``eval/<split>_embedding.npz`` when it matches this model
+    and these faces, else computed and written there; kept in memory per model, faces and split
+    (shared, read-only). ``progress(fraction, text)`` is called only while computing. Raises
+    DataUnavailable (no faces here) or ModelUnavailable (the model cannot run)."""
+    return _embedding(model, split_faces(rd, pred), pred.split, in_caller_context(progress))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8, hash_funcs=HASH_FUNCS)
+def _probability_embedding(run: str, pred: Predictions, faces: FaceBatch, reason: str, _progress: Any) -> Any:
+    from fer_core.dataset.embedding import probability_embedding
+
+    return probability_embedding(run, pred.probs, split=pred.split, data_key=FaceBatch(faces.x).key,
+                                 reason=reason, progress=_progress)
+
+
+def probability_embedding(rd: RunData, pred: Predictions, reason: str,
+                          progress: Callable[[float, str], None] | None = None) -> Any:
+    """The map of a run without a model (imported predictions): its stored class probabilities laid
+    out like :func:`embedding`'s features, cached the same way; ``reason`` says why there are no features."""
+    return _probability_embedding(str(rd.run), pred, split_faces(rd, pred), reason, in_caller_context(progress))
+
+
+@st.cache_data(show_spinner="Ranking label issues (cleanlab)…", max_entries=16, hash_funcs=HASH_FUNCS)
+def _issues(pred: Predictions, method: str) -> Any:
+    from fer_core.dataset.label_issues import rank_label_issues
+
+    return rank_label_issues(pred.label, pred.probs, method=method)
+
+
+@st.cache_data(show_spinner="k-fold predictions from the features…", max_entries=8, hash_funcs=HASH_FUNCS)
+def _kfold_issues(pred: Predictions, emb: Any, method: str) -> Any:
+    from fer_core.dataset.label_issues import kfold_probs, rank_label_issues
+
+    probs = kfold_probs(emb.features, pred.label, num_classes=pred.probs.shape[1])
+    return rank_label_issues(pred.label, probs, method=method)
+
+
+def label_issues(rd: RunData, pred: Predictions, emb: Any = None, *, kfold: bool = False,
+                 method: str = "self_confidence") -> Any:
+    """Confident-learning label issues (:class:`fer_core.dataset.label_issues.LabelIssues`) of
+    ``pred``'s faces, in its order. From the run's stored probabilities (out-of-sample for a split
+    the model did not train on), or with ``kfold`` from k-fold probabilities of a linear model on
+    ``emb.features`` (``emb`` = :func:`embedding`'s map). ``out_of_sample`` and ``note`` say which
+    and whether the ranking can be trusted for this split. Raises ValueError when cleanlab or the
+    k-fold model cannot rank these labels."""
+    from dataclasses import replace
+
+    from fer_core.dataset.label_issues import out_of_sample_note
+
+    if kfold:
+        if emb is None:
+            raise ValueError("k-fold label issues need the map's features (the embedding)")
+        res = _kfold_issues(pred, emb, method)
+        return replace(res, out_of_sample=True,
+                       note=("Out-of-sample probabilities from k-fold cross-validation of a logistic "
+                             f"regression on the features ({emb.source}), not the run's own predictions."))
+    oos, note = out_of_sample_note(rd.config, pred.split)
+    note = note[:1].upper() + note[1:] + ("" if note.endswith(".") else ".")  # shown as a sentence
+    return replace(_issues(pred, method), out_of_sample=oos, note=note)
+
+
+def triage_store(run: str | Path, classes: Sequence[str] | None = None) -> Any:
+    """The run's :class:`fer_core.dataset.triage.TriageStore` (``run/triage/marks.json``).
+
+    Deliberately not cached: the marks file is the state (several sessions may mark the same run),
+    so every read goes to the file; building the store costs nothing."""
+    from fer_core.dataset.triage import TriageStore
+
+    return TriageStore(run, classes)
 
 
 # --------------------------------------------------------------------------- live page

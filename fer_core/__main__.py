@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from fer_core.train import TrainConfig
+from fer_core.train_config import TrainConfig
 
 
 def _kv(items: list[str]) -> dict[str, Any]:
@@ -64,10 +64,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     import os
 
     from fer_core.evaluate import evaluate_run
+    from fer_core.runs import read_config
     from fer_core.train import fit
 
     if a.resume:
-        run = fit(resume=a.resume, progress=_progress_printer(a.quiet), max_epochs=a.epochs)
+        run = fit(resume=a.resume, progress=_progress_printer(a.quiet), max_epochs=a.epochs, threads=a.threads)
     else:
         names = {f.name for f in fields(TrainConfig)}
         kw = {k: v for k, v in vars(a).items() if k in names and v is not None}
@@ -76,6 +77,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         run = fit(cfg, run_dir=Path(a.out) / a.name if a.name else None, runs_root=a.out,
                   progress=_progress_printer(a.quiet))
     if int(os.environ.get("RANK", "0")) == 0:
+        if (relabel := read_config(run).get("relabel")) is not None:
+            from fer_core.dataset.relabel import relabel_line
+            print(relabel_line(relabel), file=sys.stderr)
         if not a.no_eval:
             for split in ("val", "test"):
                 try:
@@ -324,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kd-t", type=float, default=None, help=f"distillation temperature (default {d.kd_t})")
     t.add_argument("--kd-alpha", type=float, default=None,
                    help=f"weight of the soft-target term, 1 - it on the labels' CE (default {d.kd_alpha})")
+    t.add_argument("--relabel", default=None, metavar="FILE.csv",
+                   help="triage CSV (row,kind,new_label; the dashboard's export) applied to the training faces")
     t.add_argument("--out", default="runs", help="folder for new runs (default runs/)")
     t.add_argument("--name", default=None, help="run directory name (default model-timestamp)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from last.pt")

@@ -32,6 +32,7 @@ __all__ = [
     "order_positions",
     "page_bounds",
     "row_normalize",
+    "selection_positions",
     "top_probs",
     "upscale",
 ]
@@ -40,8 +41,10 @@ SORT_KEYS: dict[str, str] = {
     "confidence": "most confident first",
     "mislabel": "likely mislabeled first",
     "row": "dataset row id",
+    "issue": "label-issue score (cleanlab) first",
 }
-"""Gallery sort orders: key -> label shown in the UI."""
+"""Gallery sort orders: key -> label shown in the UI. ``issue`` needs per-face scores (see
+:func:`order_positions`), so galleries offer it only when they have them."""
 
 
 # --------------------------------------------------------------------------- confusion cells
@@ -99,15 +102,39 @@ def cell_from_selection(selection: Mapping[str, Any] | None, classes: Sequence[s
     return None
 
 
+def selection_positions(selection: Mapping[str, Any] | None,
+                        curve_positions: Sequence[np.ndarray]) -> np.ndarray:
+    """Positions (in the Predictions) of the points of a Plotly box/lasso selection on a scatter.
+
+    A map drawn as one trace per colour group holds, in trace ``c``, the faces at positions
+    ``curve_positions[c]`` in that order, so a selected point ``(curve_number=c, point_index=i)``
+    is the face at ``curve_positions[c][i]``. Points of other traces or out of range are ignored.
+    Returns the unique positions, ascending (empty for no selection).
+    """
+    if not selection:
+        return np.zeros(0, dtype=np.int64)
+    found: list[int] = []
+    for p in selection.get("points") or []:
+        c = p.get("curve_number", 0)
+        i = p.get("point_index", p.get("point_number"))
+        if not isinstance(c, (int, np.integer)) or not isinstance(i, (int, np.integer)):
+            continue
+        if 0 <= c < len(curve_positions) and 0 <= i < len(curve_positions[c]):
+            found.append(int(curve_positions[c][i]))
+    return np.unique(np.asarray(found, dtype=np.int64))
+
+
 # --------------------------------------------------------------------------- sorting / paging
 def order_positions(positions: np.ndarray, probs: np.ndarray, labels: np.ndarray,
-                    rows: np.ndarray | None, key: str) -> np.ndarray:
+                    rows: np.ndarray | None, key: str, scores: np.ndarray | None = None) -> np.ndarray:
     """``positions`` sorted for the gallery.
 
     * ``confidence``: highest predicted-class probability first;
     * ``mislabel``: "likely mislabeled" first -- lowest self-confidence (the model's probability
       of the given label, as in confident learning), ties broken by higher mistakenness;
-    * ``row``: ascending dataset row id (``rows`` or, without it, position).
+    * ``row``: ascending dataset row id (``rows`` or, without it, position);
+    * ``issue``: highest ``scores[pos]`` first (a label-issue score, higher = label more likely
+      wrong, see :mod:`fer_core.dataset.label_issues`); NaN scores (unlabeled faces) go last.
     The sort is stable, so equal keys keep dataset order.
     """
     positions = np.asarray(positions, dtype=np.int64)
@@ -124,6 +151,11 @@ def order_positions(positions: np.ndarray, probs: np.ndarray, labels: np.ndarray
     if key == "row":
         r = np.asarray(rows)[positions] if rows is not None else positions
         return positions[np.argsort(r, kind="stable")]
+    if key == "issue":
+        if scores is None:
+            raise ValueError("sort key 'issue' needs per-face label-issue scores")
+        sc = np.asarray(scores, dtype=np.float64)[positions]
+        return positions[np.argsort(np.where(np.isnan(sc), np.inf, -sc), kind="stable")]
     raise ValueError(f"unknown sort key {key!r}; choose one of {', '.join(SORT_KEYS)}")
 
 

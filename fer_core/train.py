@@ -1,8 +1,9 @@
-"""Training: ``TrainConfig``, ``train_one_epoch``, ``evaluate_loss`` and ``fit`` (with resume).
+"""Training: ``train_one_epoch``, ``evaluate_loss`` and ``fit`` (with resume).
 
 Shaped after torchvision's ``references/classification`` (plain functions, resume restores
 model + optimizer + schedule + epoch) and nanoGPT (one readable loop, the config saved with the
-checkpoint so the run can be rebuilt from it alone).
+checkpoint so the run can be rebuilt from it alone). The recipe, ``TrainConfig``, lives in
+:mod:`fer_core.train_config` and is re-exported here.
 
 Why no DataLoader: FER faces are tiny (a whole FER2013 is ~80 MB as uint8), so the training set
 lives in memory as one tensor and batches are index slices; augmentation runs batched on tensors
@@ -23,7 +24,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +34,7 @@ import torch.distributed as torch_dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fer_core.augment import PRESETS, build_augment
+from fer_core.augment import build_augment
 from fer_core.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.data.faceset import FaceSet
 from fer_core.device import DistInfo, cpu_bf16_supported, resolve_device, setup_distributed, versions
@@ -42,62 +43,9 @@ from fer_core.models import create_model
 from fer_core.preprocess import Preprocess
 from fer_core.runs import (append_metrics, new_run_dir, read_config, split_seed_of, truncate_metrics,
                            write_config)
+from fer_core.train_config import TrainConfig
 
 Progress = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run; saved verbatim in ``config.json`` under ``train``."""
-
-    data: str = "synthetic"
-    model: str = "cnn4"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adamw"          # adam | adamw | sgd (Nesterov momentum)
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"          # cosine | plateau | none
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    mixup: float = 0.0                # Beta(alpha, alpha) mixup; 0 = off
-    ema: float = 0.0                  # weight EMA decay per step (e.g. 0.999); 0 = off
-    normalize: bool = True
-    aug: str = "basic"                # none | basic | strong
-    early_stop: int = 0               # patience in epochs on val accuracy; 0 = off
-    seed: int = 0
-    split_seed: int | None = None     # seed of the train/val slice; None = ``seed`` (ensemble members
-                                      # vary ``seed`` but must share one validation slice)
-    val_fraction: float = 0.1
-    skip_bad_rows: bool = False
-    ferplus: str | None = None
-    device: str = "auto"              # auto | cpu | cuda | mps
-    channels_last: bool = True
-    bf16: str = "auto"                # auto | on | off  (CPU autocast; fp32 where unsupported)
-    threads: int = 0                  # torch intra-op threads; 0 = torch's default
-    time_budget_min: float = 0.0      # >0: cosine over wall time, stop when spent (epochs = max)
-    teacher: str | None = None        # run directory whose soft targets are distilled (fer_core.distill)
-    kd_t: float = 4.0                 # distillation temperature T
-    kd_alpha: float = 0.7             # weight of the soft (KL) term; 1 - kd_alpha on the hard CE
-
-    def __post_init__(self) -> None:
-        if self.aug not in PRESETS:
-            raise ValueError(f"unknown augmentation preset {self.aug!r}; choose one of {', '.join(PRESETS)}")
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adam, adamw or sgd")
-        if self.schedule not in ("cosine", "plateau", "none"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose cosine, plateau or none")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-        if self.kd_t <= 0 or not 0.0 <= self.kd_alpha <= 1.0:
-            raise ValueError("--kd-t must be > 0 and --kd-alpha in [0, 1]")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -291,11 +239,12 @@ def _open_run_dir(cfg: TrainConfig, run_dir: str | os.PathLike | None, runs_root
 def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None, *,
         resume: str | os.PathLike | None = None, progress: Progress | None = None,
         faces: FaceSet | None = None, runs_root: str | os.PathLike = "runs",
-        max_epochs: int | None = None) -> Path:
+        max_epochs: int | None = None, threads: int | None = None) -> Path:
     """Train (or resume) a run and return its directory.
 
     ``resume`` continues the run in that directory from ``last.pt`` (the config comes from its
-    ``config.json``; ``max_epochs`` may extend it). ``faces`` lets callers pass an already-loaded
+    ``config.json``; ``max_epochs`` may extend it; ``threads`` fits it to the machine it resumes on,
+    since the thread count is a property of the machine, not of the recipe). ``faces`` lets callers pass an already-loaded
     FaceSet (tests, dashboard); otherwise ``cfg.data`` is opened.
     """
     if resume is not None:
@@ -304,6 +253,8 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
         cfg = TrainConfig.from_dict(run_cfg["train"])
         if max_epochs is not None:
             cfg.epochs = max_epochs
+        if threads is not None:
+            cfg.threads = threads
     elif cfg is None:
         raise ValueError("fit() needs a TrainConfig or resume=RUN_DIR")
 
@@ -320,6 +271,10 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
 
         faces = open_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=split_seed_of(asdict(cfg)),
                              skip_bad_rows=cfg.skip_bad_rows, ferplus=cfg.ferplus)
+    if cfg.relabel:  # after the split is made, so val stays the seeded slice of the original labels
+        from fer_core.dataset.relabel import relabel_training
+        faces, relabel = relabel_training(faces, cfg.relabel, run_cfg.get("relabel", {}) if resume else None)
+        cfg = replace(cfg, relabel=relabel["file"])
     train, val = faces.select("train"), faces.select("val")
     if not train.labeled:
         raise ValueError(f"{cfg.data}: the train split has unlabeled faces; training needs labels")
@@ -339,6 +294,8 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
         config = build_run_config(cfg, faces, preprocess)
         if teacher is not None:
             config["teacher"] = teacher.identity
+    if cfg.relabel:
+        config["relabel"] = relabel  # file, sha256 and what it changed (resume re-checks the file)
 
     # Everything that bad input can break (model name and kwargs, augmentation, optimizer) is
     # built before a new run directory exists, so a typo leaves nothing behind.

@@ -61,8 +61,9 @@ def tiny_faces():
 
 def every_page(runs_root: Path, name: str, monkeypatch: pytest.MonkeyPatch):
     """Open the dashboard on run ``name`` (only ``runs_root`` listed) and yield ``(page, AppTest)``
-    for each of the six pages after checking it rendered without an exception, that the Errors page
-    shows the run's confusion-cell faces and the Explain page its attribution tiles."""
+    for each of the seven pages after checking it rendered without an exception, that the Errors page
+    shows the run's confusion-cell faces, the Dataset page its map and the Explain page its
+    attribution tiles."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("FER_RUNS", str(runs_root))
@@ -72,12 +73,15 @@ def every_page(runs_root: Path, name: str, monkeypatch: pytest.MonkeyPatch):
     at.query_params["run"] = name
     at.run()
     run = str(runs_root / name)
-    for page in ("runs", "errors", "explain", "filters", "live", "model"):
+    for page in ("runs", "errors", "dataset", "explain", "filters", "live", "model"):
         at.switch_page(str(ROOT / "dashboard" / "views" / f"{page}.py")).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         if page == "errors":
             assert at.selectbox(key="err_run").value == run
             assert at.image and at.image[0].captions, "the confusion cell's faces"
+        if page == "dataset":
+            assert at.selectbox(key="ds_run").value == run
+            assert at.get("plotly_chart"), "the embedding map"
         if page == "explain":
             assert at.selectbox(key="xp_run").value == run
             assert any("range" in c for im in at.image for c in im.captions), "attribution tiles"

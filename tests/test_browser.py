@@ -292,3 +292,73 @@ def test_docs_screenshots(tmp_path: Path) -> None:
                 page.wait_for_function(ALL_IMAGES_LOADED_JS)
             page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)
             page.screenshot(path=str(ARTIFACTS / f"docs_{name}.png"), full_page=True)
+
+
+MAP_POINTS_JS = """() => {
+  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+  const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+  const pts = [];
+  gd._fullData.forEach(t => { for (let i = 0; i < t.x.length; i++) {  // decoded (data may hold base64)
+    pts.push([r.left + fl.xaxis._offset + fl.xaxis.d2p(t.x[i]), r.top + fl.yaxis._offset + fl.yaxis.d2p(t.y[i]),
+              t.customdata[i][1]]); } });
+  return pts;
+}"""
+
+
+def test_box_select_on_dataset_map_shows_those_faces(browser_runs: Path, tmp_path: Path) -> None:
+    """A mouse drag on the Dataset page's map box-selects faces; the gallery shows exactly them."""
+    import shutil
+
+    # the page writes its map cache (eval/test_embedding.npz) into the run: work on a copy
+    runs = tmp_path / "runs"
+    shutil.copytree(browser_runs / "run_a", runs / "run_a")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = {"FER_RUNS": str(runs), "FER_RUNS_ONLY": "1"}
+    # tall enough that the page never needs a scroll bar: one appearing would resize the map
+    with streamlit_server(env, tmp_path / "streamlit.log") as url, chromium_page(height=3400) as page:
+        page.goto(f"{url}/dataset?run=run_a")
+        page.locator("h4").filter(has_text="No selection").first.wait_for()
+        page.wait_for_function(
+            "() => { const gd = document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot');"
+            " return gd && gd._fullLayout && gd._fullLayout.xaxis && gd._fullLayout.xaxis._offset !== undefined"
+            " && gd.data && gd.data.length > 0; }")
+        _settle(page)
+        page.wait_for_function(NOTHING_STALE_JS)
+        page.wait_for_function(ALL_IMAGES_LOADED_JS)
+        # measure where the points are once the layout has stopped moving
+        points, before = page.evaluate(MAP_POINTS_JS), None
+        for _ in range(20):
+            if points == before:
+                break
+            page.wait_for_timeout(500)
+            before, points = points, page.evaluate(MAP_POINTS_JS)
+        assert len(points) > 10
+        # a box of 2×70 px centred on a face of the map (the middle one from left to right), by mouse
+        cx, cy, _ = sorted(points)[len(points) // 2]
+        x0, x1, y0, y1 = cx - 70, cx + 70, cy - 70, cy + 70
+
+        def inside(margin: float) -> set[int]:
+            return {int(r) for x, y, r in points
+                    if x0 - margin <= x <= x1 + margin and y0 - margin <= y <= y1 + margin}
+
+        outer, inner = inside(3), inside(-3)
+        assert inner, "the box should hold faces"
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x1, y1, steps=12)
+        page.mouse.up()
+        heading = page.locator("h4").filter(has_text=re.compile(r"\d+ faces selected on the map"))
+        heading.first.wait_for()
+        _settle(page)
+        n = int(re.match(r"(\d+) faces selected", heading.first.inner_text()).group(1))
+        assert len(inner) <= n <= len(outer), (n, len(inner), len(outer))
+        page.wait_for_function("""() => {
+          const imgs = [...document.querySelectorAll('.st-key-ds_gal_faces img')];
+          return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+        }""")
+        captions = page.locator(".st-key-ds_gal_faces [data-testid='stImageCaption']").all_inner_texts()
+        assert len(captions) == min(36, n)
+        shown = {int(re.match(r"row (\d+)", c.strip()).group(1)) for c in captions}
+        assert shown <= outer and len(shown) == len(captions)
+        page.wait_for_function(NOTHING_STALE_JS)
+        page.screenshot(path=str(ARTIFACTS / "dataset_after_box_select.png"), full_page=True)

@@ -528,12 +528,16 @@ def test_predictions_only_run_on_every_page(predictions_run, monkeypatch):
     at = AppTest.from_file(str(root / "dashboard" / "app.py"), default_timeout=240)
     at.query_params["run"] = "preds-only"
     at.run()
-    for page in ("runs", "errors", "explain", "filters", "live", "model"):
+    for page in ("runs", "errors", "dataset", "explain", "filters", "live", "model"):
         at.switch_page(str(root / "dashboard" / "views" / f"{page}.py")).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         text = " ".join(str(m.value) for m in [*at.info, *at.warning, *at.error, *at.markdown, *at.caption])
         if page == "errors":
             assert at.image and at.image[0].captions, "the confusion cell's faces"
+        elif page == "dataset":  # no model, no features: the map of the imported probabilities, saying why
+            assert at.get("plotly_chart"), "the map"
+            assert "class probabilities" in text and "predictions only" in text, text[:500]
+            assert (predictions_run / "preds-only" / "eval" / "test_embedding.npz").exists()
         elif page in ("explain", "filters", "live"):
             assert "predictions only" in text or "None of the runs" in text, (page, text[:500])
 

@@ -2,10 +2,11 @@
 
 Why it is built this way: the useful question about a classifier is *which* faces it gets wrong
 and whether the labels themselves are wrong. The confusion matrix is the index into that: clicking
-cell (true=i, pred=j) opens a gallery of exactly those faces, sortable by confidence or by a
-"likely mislabeled" score. A plain ``go.Heatmap`` returns no click selection in Streamlit
-(streamlit#8760), so an invisible square ``go.Scatter`` marker sits on every cell and
-``st.plotly_chart(on_select="rerun", selection_mode="points")`` reports the marker clicked.
+cell (true=i, pred=j) opens a gallery of exactly those faces, sortable by confidence, by a
+"likely mislabeled" score or by cleanlab's label-issue score (the Dataset page's ranking). A
+plain ``go.Heatmap`` returns no click selection in Streamlit (streamlit#8760), so an invisible
+square ``go.Scatter`` marker sits on every cell and ``st.plotly_chart(on_select="rerun",
+selection_mode="points")`` reports the marker clicked.
 
 Where predictions and faces come from, and how they are matched, is decided by
 :class:`fer_core.rundata.RunData` through :mod:`dashboard.resources` (stored ``eval/<split>.npz``
@@ -35,6 +36,7 @@ from fer_core.gallery import (cell_from_selection, cell_positions, comparable, d
                               difference_matrix, flip_positions, row_normalize)
 from fer_core.runs import RunError, RunInfo
 
+PICK_KEY = "err_pick"
 CM_KEY = "err_cm"
 CM_HEIGHT = 560
 CM_MARGIN = dict(l=10, r=10, t=40, b=70)
@@ -115,14 +117,7 @@ def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- helpers
 def selected_cell(classes: Sequence[str]) -> tuple[int, int] | None:
     """The cell clicked in the confusion matrix (read from the chart's selection state)."""
-    state = st.session_state.get(CM_KEY)
-    sel = None
-    if state is not None:
-        try:
-            sel = state["selection"]
-        except (KeyError, TypeError):
-            sel = None
-    return cell_from_selection(sel, classes, curve_number=MARKER_CURVE)
+    return cell_from_selection(components.chart_selection(CM_KEY), classes, curve_number=MARKER_CURVE)
 
 
 def explain_controls(key: str) -> str | None:
@@ -195,9 +190,50 @@ def cell_gallery(pred: Predictions, faces: Any, face_index: np.ndarray | None,
         method = explain_controls("err_gal")
         if method is not None:
             decorate = attribution_decorator(info, method, pred)
-    return components.face_gallery(key="err_gal", positions=pos, pred=pred, faces=faces,
-                                   face_index=face_index, classes=classes, synthetic=synthetic,
-                                   reset_token=(run_key, i, j), decorate=decorate)
+    shown = components.face_gallery(key="err_gal", positions=pos, pred=pred, faces=faces,
+                                    face_index=face_index, classes=classes, synthetic=synthetic,
+                                    reset_token=(run_key, i, j), decorate=decorate,
+                                    issue=None if info is None else issue_scores(info, pred))
+    if info is not None and faces is not None and face_index is not None and shown:
+        triage_picker(info, pred, faces, face_index, classes, shown)
+    return shown
+
+
+def triage_picker(info: RunInfo, pred: Predictions, faces: Any, face_index: np.ndarray,
+                  classes: Sequence[str], shown: Sequence[int]) -> None:
+    """Inspect and mark one of the gallery's faces (the Dataset page's inspector and triage buttons;
+    marks are saved in the run and listed and exported there). A picker under the gallery rather
+    than a button per face keeps the cell gallery one image strip, which is what makes it quick."""
+    rows = {int(pred.row[p]): int(p) for p in shown}
+    row = st.selectbox("Inspect or mark a face of this page (row)", list(rows), index=None, key=PICK_KEY,
+                       placeholder="choose a row to see its saliency map and triage buttons")
+    if row is None:
+        return
+    try:
+        store = resources.triage_store(str(info.path), classes)
+    except ValueError as exc:  # a corrupt marks file: say which, never overwrite it
+        st.error(str(exc))
+        return
+    model = None
+    try:
+        model = resources.loaded_run(info.path)
+    except components.MODEL_ERRORS:  # the inspector says there is no saliency map
+        model = None
+    with st.container(border=True):
+        components.face_inspector(key="err_face", run=str(info.path), pos=rows[row], pred=pred, faces=faces,
+                                  face_index=face_index, classes=classes, model=model, store=store)
+        st.caption("Marks are saved in the run; the Dataset page lists and exports them.")
+
+
+def issue_scores(info: RunInfo, pred: Predictions) -> components.IssueScores:
+    """The gallery's "label-issue score" sort: cleanlab's ranking of the whole split from the run's
+    stored probabilities (computed only when that sort is chosen), with the note on whether those
+    probabilities are out-of-sample for this split (the Dataset page also offers k-fold ones)."""
+    def scores() -> tuple[np.ndarray, str]:
+        res = resources.label_issues(resources.run_data(info, components.data_path()), pred)
+        return np.asarray(res.score, dtype=np.float64), res.note
+
+    return scores
 
 
 # --------------------------------------------------------------------------- sections

@@ -39,7 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from fer_core.labels import EMOTIONS, NUM_CLASSES
 
-__all__ = ["SYNTH_CLASS_FREQ", "generate"]
+__all__ = ["SYNTH_CLASS_FREQ", "clean_labels", "generate"]
 
 _FER2013_TRAIN_COUNTS = (3995, 436, 4097, 7215, 4830, 3171, 4965)
 SYNTH_CLASS_FREQ: tuple[float, ...] = tuple(c / sum(_FER2013_TRAIN_COUNTS) for c in _FER2013_TRAIN_COUNTS)
@@ -106,7 +106,7 @@ def generate(n: int = 12000, seed: int = 0, label_noise: float = 0.02) -> tuple[
     if not 0.0 <= label_noise <= 1.0:
         raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
     rng = np.random.default_rng(seed)
-    y = rng.choice(NUM_CLASSES, size=n, p=np.asarray(SYNTH_CLASS_FREQ)).astype(np.int64)
+    y = _draw_labels(rng, n)
     params = _sample_params(rng, y)
     x = np.empty((n, _SIZE, _SIZE), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
@@ -116,6 +116,21 @@ def generate(n: int = 12000, seed: int = 0, label_noise: float = 0.02) -> tuple[
     y_out = y.copy()
     y_out[flip] = (y[flip] + rng.integers(1, NUM_CLASSES, size=int(flip.sum()))) % NUM_CLASSES
     return x, y_out
+
+
+def clean_labels(n: int = 12000, seed: int = 0) -> np.ndarray:
+    """The labels of ``generate(n, seed, ...)`` before the planted label flips (int64 ``(n,)``).
+
+    Why: the flips are SynthFER's known ground truth of wrong labels, e.g. to measure a label-issue
+    ranking (``clean_labels(n, seed) != generate(n, seed, label_noise)[1]``). It equals
+    ``generate(n, seed, label_noise=0)[1]`` without drawing the faces: the labels are the random
+    stream's first draw and the flips its last.
+    """
+    return _draw_labels(np.random.default_rng(seed), int(n))
+
+
+def _draw_labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.choice(NUM_CLASSES, size=n, p=np.asarray(SYNTH_CLASS_FREQ)).astype(np.int64)
 
 
 # ==================================================================================================
