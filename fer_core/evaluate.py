@@ -193,18 +193,21 @@ FERPLUS_TO_FER = {"neutral": 6, "happiness": 3, "surprise": 5, "sadness": 4, "an
                   "disgust": 1, "fear": 2}
 
 
+def ferplus_top_vote(votes: np.ndarray) -> np.ndarray:
+    """Per face, the column (in ``FERPLUS_VOTE_NAMES``, all ten FER+ categories) with the most
+    crowd votes, or -1 for a tie at the top or no votes."""
+    v = np.asarray(votes, dtype=np.int64)
+    top = v.max(1)
+    ok = (top > 0) & ((v == top[:, None]).sum(1) == 1)
+    return np.where(ok, v.argmax(1), -1)
+
+
 def ferplus_majority(votes: np.ndarray) -> np.ndarray:
     """FER+ crowd majority per face as a FER2013 class index, or -1 when the majority is
     contempt/unknown/not-a-face, there is a tie, or FER+ has no votes for the face."""
-    top = votes.max(1)
-    winners = (votes == top[:, None]).sum(1)
-    best_col = votes.argmax(1)
-    out = np.full(len(votes), -1, dtype=np.int64)
-    ok = (top > 0) & (winners == 1)
-    for col, name in enumerate(FERPLUS_VOTE_NAMES):
-        if name in FERPLUS_TO_FER:
-            out[ok & (best_col == col)] = FERPLUS_TO_FER[name]
-    return out
+    col = ferplus_top_vote(votes)
+    to_fer = np.array([FERPLUS_TO_FER.get(name, -1) for name in FERPLUS_VOTE_NAMES] + [-1], dtype=np.int64)
+    return to_fer[col]  # col == -1 picks the trailing -1
 
 
 def ferplus_error_report(labels: np.ndarray, preds: np.ndarray, votes: np.ndarray) -> dict[str, Any]:

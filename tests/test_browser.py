@@ -254,6 +254,7 @@ def test_docs_screenshots(tmp_path: Path) -> None:
     with streamlit_server(env, tmp_path / "streamlit-docs.log") as url, chromium_page(height=3000) as page:
         for name, path, ready in (("runs", "", '[data-testid="stPlotlyChart"]'),  # the default page is /
                                   ("errors", "errors", ".st-key-err_gal_faces img"),
+                                  ("dataset", f"dataset?run={DOCS_RUN}", ".st-key-ds_gal_faces img"),
                                   ("explain", f"explain?run={DOCS_RUN}", '[data-testid="stImage"] img'),
                                   ("filters", f"filters?run={DOCS_RUN}", ".st-key-fv_go button"),
                                   ("live", "live", '[data-testid="stFileUploader"]'),
@@ -266,6 +267,9 @@ def test_docs_screenshots(tmp_path: Path) -> None:
                 # docs/ is committed: never write real FER2013 faces there (dataset licence)
                 heading = page.locator("h4").filter(has_text="→ predicted").first.inner_text()
                 assert "synthetic" in heading, f"the Errors page opened on a non-synthetic run: {heading}"
+            elif name == "dataset":
+                _assert_synthetic_run(page, "ds_run")
+                page.wait_for_function(ALL_IMAGES_LOADED_JS)
             elif name == "explain":
                 _assert_synthetic_run(page, "xp_run")
                 page.get_by_text("These are synthetic faces (SynthFER)").wait_for()

@@ -125,7 +125,8 @@ def test_selection_positions_maps_trace_points_to_faces() -> None:
 
 
 def test_issue_sort_and_colour_groups() -> None:
-    from dashboard.views.dataset import colour_groups, ferplus_majority
+    from dashboard.views.dataset import colour_groups
+    from fer_core.evaluate import ferplus_top_vote
     from fer_core.gallery import order_positions
     from fer_core.rundata import Predictions
 
@@ -139,7 +140,7 @@ def test_issue_sort_and_colour_groups() -> None:
 
     votes = np.array([[5, 3, 0, 0, 0, 0, 0, 0, 0, 2], [4, 4, 0, 0, 0, 0, 0, 0, 0, 0],
                       [0] * 10, [0, 0, 0, 0, 0, 0, 0, 0, 0, 9], [1, 0, 6, 0, 0, 0, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(ferplus_majority(votes), [0, -1, -1, 9, 2])
+    np.testing.assert_array_equal(ferplus_top_vote(votes), [0, -1, -1, 9, 2])
     pred = Predictions(split="test", index=pos, row=pos + 100, label=np.array([0, 1, 2, 1, -1]), probs=probs,
                        pred=np.array([0, 2, 2, 1, 0]), metrics={}, source="t", ferplus_votes=votes)
     groups = colour_groups("true", pred, ("a", "b", "c"), None)

@@ -29,6 +29,7 @@ import streamlit as st
 from dashboard import components, resources
 from dashboard.resources import DataUnavailable, Predictions, RunData
 from fer_core.data.ferplus import FERPLUS_VOTE_NAMES
+from fer_core.evaluate import ferplus_top_vote
 from fer_core.gallery import selection_positions, top_probs
 from fer_core.runs import RunInfo
 
@@ -46,16 +47,6 @@ GREY = "#b0b0b0"
 
 
 # --------------------------------------------------------------------------- colour groups
-def ferplus_majority(votes: np.ndarray) -> np.ndarray:
-    """Index (in ``FERPLUS_VOTE_NAMES``) of each face's most voted FER+ category; -1 for a tie
-    at the top or no votes (no majority to colour by)."""
-    v = np.asarray(votes, dtype=np.int64)
-    top = v.max(1)
-    arg = v.argmax(1)
-    ties = (v == top[:, None]).sum(1) > 1
-    return np.where((top > 0) & ~ties, arg, -1)
-
-
 def colour_groups(kind: str, pred: Predictions, classes: Sequence[str],
                   score: np.ndarray | None) -> list[tuple[str, np.ndarray, str]]:
     """The map's traces for a colouring: ``(name, positions, colour)``; empty groups dropped.
@@ -72,7 +63,7 @@ def colour_groups(kind: str, pred: Predictions, classes: Sequence[str],
         ok = pred.pred == pred.label
         groups = [("correct", np.flatnonzero(ok), "#2ca02c"), ("wrong", np.flatnonzero(~ok), "#d62728")]
     elif kind == "ferplus" and pred.ferplus_votes is not None:
-        major = ferplus_majority(pred.ferplus_votes)
+        major = ferplus_top_vote(pred.ferplus_votes)
         groups = [(name, np.flatnonzero(major == i), PALETTE[i % len(PALETTE)])
                   for i, name in enumerate(FERPLUS_VOTE_NAMES)]
         groups.append(("no majority (tie)", np.flatnonzero(major < 0), GREY))
