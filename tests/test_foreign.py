@@ -193,15 +193,20 @@ def test_rgb64_raw_pixels_model(tmp_path, capsys):
     assert cfg["preprocess"]["size"] == 64 and cfg["foreign"]["input"] == {"channels": 3, "size": 64, "layout": "nchw"}
 
 
+def _keras_like_onnx(net, f: Path) -> Path:
+    """``net`` (NHWC 1×48×48×1 input) as a Keras-converter-like ONNX file: tf2onnx's default opset is
+    15, and the TorchScript-based exporter writes the same kind of graph."""
+    torch.onnx.export(net, (torch.zeros(1, 48, 48, 1),), str(f), dynamo=False, input_names=["input_1"],
+                      dynamic_axes={"input_1": {0: "batch"}}, opset_version=15)
+    return f
+
+
 def test_nhwc_onnx_probabilities_ferplus_classes(tmp_path, capsys):
     """A Keras-style NHWC graph with softmax output and FER+'s 8 classes: ORT for inference,
     onnx2torch for gradients, contempt dropped, FER2013 order restored."""
     torch.manual_seed(2)
     net = NHWCProbs().eval()
-    f = tmp_path / "keras_like.onnx"
-    # tf2onnx's default opset is 15; the TorchScript-based exporter writes the same kind of graph
-    torch.onnx.export(net, (torch.zeros(1, 48, 48, 1),), str(f), dynamo=False, input_names=["input_1"],
-                      dynamic_axes={"input_1": {0: "batch"}}, opset_version=15)
+    f = _keras_like_onnx(net, tmp_path / "keras_like.onnx")
     rc, out, err = _import(capsys, str(f), "--name", "kerasish", "--out", str(tmp_path), "--classes", FERPLUS,
                            "--data", DATA)
     assert rc == 0, err
@@ -236,9 +241,7 @@ def test_onnx_graph_onnx2torch_cannot_convert_is_inference_only(tmp_path, capsys
     """Inference works through ONNX Runtime; gradient pages get the reason in one sentence."""
     torch.manual_seed(3)
     net = WithDet().eval()
-    f = tmp_path / "det.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 48, 48, 1),), str(f), dynamo=False, input_names=["input_1"],
-                      dynamic_axes={"input_1": {0: "batch"}}, opset_version=15)
+    f = _keras_like_onnx(net, tmp_path / "det.onnx")
     rc, out, err = _import(capsys, str(f), "--name", "det", "--out", str(tmp_path), "--classes", FERPLUS,
                            "--data", DATA)
     assert rc == 0, err
@@ -358,10 +361,8 @@ def imported_runs(student, tmp_path_factory):
     ts = tmp / "student_ts.pt"
     torch.jit.save(torch.jit.script(net), ts)
     assert main(["import", str(ts), "--name", "student-ts", "--out", str(root), "--data", DATA]) == 0
-    g = tmp / "keras.onnx"
     torch.manual_seed(2)
-    torch.onnx.export(NHWCProbs().eval(), (torch.zeros(1, 48, 48, 1),), str(g), dynamo=False,
-                      input_names=["input_1"], dynamic_axes={"input_1": {0: "batch"}}, opset_version=15)
+    g = _keras_like_onnx(NHWCProbs().eval(), tmp / "keras.onnx")
     assert main(["import", str(g), "--name", "keras-onnx", "--out", str(root), "--classes", FERPLUS,
                  "--data", DATA]) == 0
     return root
