@@ -19,15 +19,21 @@ Both use one thread. The crops are PublicTest faces upscaled to ``--crop`` px, a
 would hand them over. The two variants alternate for ``--rounds`` rounds and the minimum round
 mean is reported (2 shared cores stall; the minimum is the uncontended cost).
 
-**Accuracy** is on the whole split (PublicTest by default), batch-1 for the peer, our
-``LoadedRun.probs`` without test-time augmentation (live frames get none).
+**Accuracy** is on the whole split (PublicTest by default), batch-1 for the peer, ours through
+the same backend that was timed (``LoadedRun.classify``; an int8 graph's accuracy is its own),
+without test-time augmentation (live frames get none).
 
 Last line: ``fast: ours_ms=… peer_ms=… ratio=… ours_acc=… peer_acc=… n=… run=… backend=… peer=fer==25.10.3``
+
+``--record`` also stores these figures with the run (``RUN/eval/live_bench.json``, tied to the
+digest of its weights; :mod:`fer_core.live.choice`): the Live page makes the run its webcam
+default only when that record shows it as fast as the peer per face and ≥ 68% on PublicTest.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-time", type=int, default=1000, help="faces per timing round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "fer-studio" / "bench"))
+    ap.add_argument("--record", action="store_true",
+                    help="store the figures with the run (eval/live_bench.json), which the Live page reads")
     a = ap.parse_args(argv)
 
     import torch
@@ -138,11 +146,22 @@ def main(argv: list[str] | None = None) -> int:
         theirs.append(time_peer(peer, crops))
         print(f"  round: ours {ours[-1]:.3f} ms/face  peer {theirs[-1]:.3f} ms/face", file=sys.stderr)
 
-    ours_acc = float((model.probs(x).argmax(1) == y).mean())
+    # accuracy of the backend that was timed (an int8 graph has its own), on the same stored preprocessing
+    probs = np.concatenate([model.classify(model.inputs(x[i:i + 512]), backend) for i in range(0, len(x), 512)])
+    ours_acc = float((probs.argmax(1) == y).mean())
     peer_acc = float((np.stack([peer(f) for f in x]).argmax(1) == y).mean())
     print(f"fast: ours_ms={min(ours):.3f} peer_ms={min(theirs):.3f} ratio={min(ours) / min(theirs):.2f} "
           f"ours_acc={ours_acc:.4f} peer_acc={peer_acc:.4f} n={len(y)} split={a.split} run={a.run} "
           f"backend={backend} peer={PEER}")
+    if a.record:
+        from fer_core.live.choice import write_record
+
+        out = write_record(a.run, {
+            "ours_ms": round(min(ours), 4), "peer_ms": round(min(theirs), 4), "ours_acc": ours_acc,
+            "peer_acc": peer_acc, "n": int(len(y)), "split": a.split, "backend": backend, "peer": PEER,
+            "crop": a.crop, "rounds": a.rounds, "n_time": len(crops),
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_1m": round(os.getloadavg()[0], 2)})
+        print(f"recorded: {out}", file=sys.stderr)
     return 0
 
 

@@ -216,7 +216,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and OpenCV threads (default 1: one small face per frame gains nothing from "
                          "intra-op threads, and their spin-waits collapse when other jobs share the cores)")
-    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-bf16", "onnx"],
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-bf16", "onnx", "onnx-int8"],
                     help="classifier backend for the live path: auto "
                     "(LoadedRun.live_backend: ONNX Runtime when installed), torch, torch-bf16 or onnx")
     ap.add_argument("--recall", action="store_true", help="measure detector recall (Haar cascades, MTCNN if installed) on real faces instead")

@@ -114,7 +114,7 @@ def pick_runs(runs: Sequence[RunInfo], key: str, default: Sequence[str], label: 
 
 
 def pick_run(runs: Sequence[RunInfo], key: str, label: str, *, default: str | None = None,
-             none_label: str | None = None, exclude: str | None = None) -> str | None:
+             none_label: str | None = None, exclude: str | None = None, help: str | None = None) -> str | None:
     """Selectbox of one run; returns its path, or None when ``none_label`` is chosen."""
     by = runs_by_path(runs)
     options: list[str] = ([""] if none_label else []) + [p for p in by if p != exclude]
@@ -124,7 +124,7 @@ def pick_run(runs: Sequence[RunInfo], key: str, label: str, *, default: str | No
     index = options.index(default) if default in options else 0
     fmt = lambda p: none_label if p == "" else run_label(by[p])  # noqa: E731
     kwargs: dict[str, Any] = {} if key in st.session_state else {"index": index}
-    choice = st.selectbox(label, options, format_func=fmt, key=key, **kwargs)
+    choice = st.selectbox(label, options, format_func=fmt, key=key, help=help, **kwargs)
     return choice or None
 
 

@@ -48,7 +48,8 @@ NO_BF16 = {"foreign": "imported models run as they were saved (fp32)",
            "ensemble": "an ensemble runs its members in fp32"}
 
 # Classification backends (LoadedRun.classify): the PyTorch reference, PyTorch in bfloat16, ONNX Runtime.
-BACKENDS = ("torch", "torch-bf16", "onnx")
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+LIVE_ORDER = ("onnx-int8", "onnx", "torch-bf16", "torch")   # fastest first
 
 
 class ModelUnavailable(RuntimeError):
@@ -154,6 +155,8 @@ class LoadedRun:
         self._layers: dict[str, list[Any]] = {}
         self._onnx_clf: Any = None
         self._onnx_error: str | None = None
+        self._int8_clf: Any = None
+        self._int8_error: str | None = None
 
     def __repr__(self) -> str:
         return f"LoadedRun({str(self.run)!r}, kind={self.kind!r}, epoch={self.epoch})"
@@ -237,30 +240,51 @@ class LoadedRun:
                         self._onnx_error = f"ONNX Runtime failed on this model ({type(exc).__name__}: {exc})"
             return self._onnx_clf
 
+    def _int8(self) -> Any:
+        """The run's stored int8 graph on ONNX Runtime, built once (None + a reason if there is none)."""
+        if self._int8_clf is not None or self._int8_error is not None:
+            return self._int8_clf
+        with self.lock:
+            if self._int8_clf is None and self._int8_error is None:
+                from fer_core.live.onnx_runtime import OnnxUnavailable
+                from fer_core.live.quantize import Int8Classifier
+
+                if self.device.type != "cpu":
+                    self._int8_error = "ONNX Runtime serves CPU models only here"
+                else:
+                    try:
+                        self._int8_clf = Int8Classifier(self.run, self.classes)
+                    except OnnxUnavailable as exc:
+                        self._int8_error = str(exc)
+            return self._int8_clf
+
     def backend_status(self) -> dict[str, str | None]:
         """Each classification backend -> None when usable here, else why not."""
         from fer_core.device import cpu_bf16_supported
 
         self._onnx()
+        self._int8()
         no_torch = None if self.model is not None else self.gradient_reason
         return {"torch": no_torch,
                 "torch-bf16": no_torch or (NO_BF16.get(self.kind, "this run kind runs in fp32") if self.kind != "registry"
                                            else None if self.device.type == "cpu" and cpu_bf16_supported()
                                            else "this CPU has no native bfloat16 (AVX512-BF16/AMX): "
                                                 "bf16 would be slower than fp32"),
-                "onnx": self._onnx_error}
+                "onnx": self._onnx_error, "onnx-int8": self._int8_error}
 
     @functools.cached_property
     def live_backend(self) -> str:
-        """The fastest usable backend for live frames: ONNX, else bf16 where native, else fp32."""
+        """The fastest usable backend for live frames: the run's own int8 graph when it has one
+        (:mod:`fer_core.live.quantize`), else ONNX, else bf16 where native, else fp32."""
         status = self.backend_status()
-        return next((b for b in ("onnx", "torch-bf16", "torch") if status[b] is None), "torch")
+        return next((b for b in LIVE_ORDER if status[b] is None), "torch")
 
     def classify(self, x: torch.Tensor, backend: str = "torch") -> np.ndarray:
         """Model input N×1×S×S -> probabilities N×C (eval / inference mode).
 
         ``"torch"`` is the reference (uploads, ``predict``); ``"onnx"`` is ONNX Runtime on the
-        exported graph (as exact; fastest for live frames); ``"torch-bf16"`` is within ~1e-2.
+        exported graph (as exact); ``"torch-bf16"`` is within ~1e-2; ``"onnx-int8"`` is the run's
+        stored int8 graph (cheapest per face; its own accuracy, measured when it was made).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -270,6 +294,11 @@ class LoadedRun:
             clf = self._onnx()
             if clf is None:
                 raise RuntimeError(f"the ONNX backend is not available: {self._onnx_error}")
+            return clf(x)
+        if backend == "onnx-int8":
+            clf = self._int8()
+            if clf is None:
+                raise RuntimeError(f"the int8 backend is not available: {self._int8_error}")
             return clf(x)
         if self.model is None:
             if self.source.forward is None:

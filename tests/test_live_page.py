@@ -69,6 +69,9 @@ def captions(at) -> str:
 def test_page_renders_with_tabs_and_limit(app):
     assert [t.label for t in app.tabs] == ["Upload", "Snapshot", "Live"]
     assert app.selectbox(key="live_run").value.endswith("other-cnn4")   # real data beats synthetic
+    # no run has a bench record: the stream uses the strongest model too, and says why
+    assert app.selectbox(key="live_stream_run").value.endswith("other-cnn4")
+    assert "so the stream uses the strongest model" in texts(app)
     assert "10 MB" in texts(app)
     assert "FER_ICE_SERVERS" in texts(app) or any("live stream is not available" in i.value for i in app.info)
     assert len(app.get("file_uploader")) == 1 and len(app.get("camera_input")) == 1
@@ -180,19 +183,27 @@ def test_analyze_bytes_directly(runs_root):
     assert three.predictions[0].timings["detect"] > 0
 
 
-def test_default_run_prefers_the_best_real_run_then_synth_cnn4(tmp_path):
-    from fer_core.runs import RunInfo
+def test_webcam_defaults_to_the_fast_run_uploads_to_the_strongest(tmp_path, monkeypatch):
+    """A run whose bench record meets both figures is the stream's default; uploads keep the
+    model with the best validation accuracy."""
+    import json
 
-    page = _page_module()
-    mk = lambda name, **cfg: RunInfo(path=tmp_path / name, name=name, config=cfg)  # noqa: E731
-    runs = [mk("a-vgg", model="vgg", data="synthetic"),
-            mk("synth-cnn4-aug", model="cnn4", data="synthetic:n=9"),
-            mk("fer2013-cnn4-aug", model="cnn4", data="x.npz", best_val_acc=0.58),
-            mk("fer2013-vgg", model="vgg", data="x.npz", best_val_acc=0.71)]
-    assert page.default_run(runs).endswith("fer2013-vgg")            # best validation accuracy
-    assert page.default_run(runs[:3]).endswith("fer2013-cnn4-aug")
-    assert page.default_run(runs[:2]).endswith("synth-cnn4-aug")
-    assert page.default_run(runs[:1]).endswith("a-vgg")
-    broken = RunInfo(path=tmp_path / "fer2013-x", name="fer2013-x", error="no checkpoint")
-    assert page.default_run([broken, runs[1]]).endswith("synth-cnn4-aug")
-    assert page.default_run([]) is None
+    from streamlit.testing.v1 import AppTest
+
+    from fer_core.live.choice import write_record
+
+    strong = make_run(tmp_path, "strong", data="x.npz")
+    fast = make_run(tmp_path, "fast", data="x.npz", seed=1)
+    for run, acc in ((strong, 0.71), (fast, 0.69)):
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**cfg, "best_val_acc": acc}))
+    write_record(fast, {"ours_ms": 0.3, "peer_ms": 0.37, "ours_acc": 0.69, "split": "test",
+                        "peer": "fer==25.10.3"})
+    monkeypatch.setenv("FER_RUNS", str(tmp_path))
+    monkeypatch.setenv("FER_RUNS_ONLY", "1")
+    at = AppTest.from_file(str(PAGE), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="live_run").value == str(strong)
+    assert at.selectbox(key="live_stream_run").value == str(fast)
+    assert "fast is the fast model for the stream: 0.300 ms/face vs 0.370 ms for fer==25.10.3" in texts(at)

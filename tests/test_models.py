@@ -217,3 +217,17 @@ def test_fold_conv_weight():
     sd = tv.adapt_pretrained_state_dict({"conv1.weight": w, "fc.weight": torch.zeros(1000, 4),
                                          "fc.bias": torch.zeros(1000), "bn1.weight": torch.ones(4)}, 1, "stock")
     assert set(sd) == {"conv1.weight", "bn1.weight"} and sd["conv1.weight"].shape == (4, 1, 3, 3)
+
+
+def test_vgg_stem_stride_downsamples_in_the_first_conv():
+    """stem_stride=2: same parameters and layer names, stage 1 ends at 24×24 with no pool, same head."""
+    plain = create_model("vgg", width=(8, 16, 16, 16), fc=16, fc_layers=1)
+    fast = create_model("vgg", width=(8, 16, 16, 16), fc=16, fc_layers=1, stem_stride=2)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in fast.state_dict().items()}
+    x = torch.zeros(2, 1, 48, 48)
+    assert fast.features.stage1(x).shape == (2, 8, 24, 24) == plain.features.stage1(x).shape
+    assert fast.get_submodule("features.stage1.conv1").stride == (2, 2)
+    assert not hasattr(fast.features.stage1, "pool") and hasattr(plain.features.stage1, "pool")
+    assert fast(x).shape == (2, 7)
+    with pytest.raises(ValueError, match="stem_stride"):
+        create_model("vgg", stem_stride=3)

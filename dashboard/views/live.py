@@ -30,15 +30,17 @@ import streamlit as st
 
 from dashboard import components, resources
 from fer_core.checkpoint import CheckpointError
+from fer_core.live.choice import stream_run, strongest_run
 from fer_core.explain.colour import heat_overlay
 from fer_core.live.draw import draw_faces
 from fer_core.live.faces import DEFAULT_DETECTOR, ImageError, list_detectors, load_image
 from fer_core.live.stream import LiveSettings
 from fer_core.live.faces import Prediction
-from fer_core.model import LoadedRun
+from fer_core.model import LIVE_ORDER, LoadedRun
 from fer_core.runs import RunError, RunInfo
 
-BACKEND_LABELS = {"onnx": "ONNX Runtime (fp32)", "torch-bf16": "PyTorch bf16", "torch": "PyTorch fp32"}
+BACKEND_LABELS = {"onnx-int8": "ONNX Runtime (int8)", "onnx": "ONNX Runtime (fp32)", "torch-bf16": "PyTorch bf16",
+                  "torch": "PyTorch fp32"}
 
 MAX_UPLOAD_MB = 10          # also server.maxUploadSize in .streamlit/config.toml
 ZOOM = 3                    # 48-px crops shown at 144 px, nearest-neighbour
@@ -54,19 +56,6 @@ ICE_HELP = (
 
 
 # --------------------------------------------------------------------------- pure helpers
-def default_run(runs: Sequence[RunInfo]) -> str | None:
-    """The Live page's default model: the real-data (non-synthetic) run with the best validation
-    accuracy (never chosen on test), else a synthetic cnn4 run, else the first run."""
-    ok = [r for r in runs if not r.error and r.has_model]
-    real = [r for r in ok if not r.synthetic]
-    if real:
-        return str(max(real, key=lambda r: float(r.config.get("best_val_acc", -1.0) or -1.0)).path)
-    for r in ok:
-        if r.config.get("model") == "cnn4":
-            return str(r.path)
-    return str((ok or list(runs))[0].path) if runs else None
-
-
 def ice_servers() -> list[dict[str, Any]]:
     """ICE servers from ``$FER_ICE_SERVERS`` (JSON list); none by default (no internet)."""
     raw = os.environ.get(ICE_ENV, "").strip()
@@ -200,11 +189,24 @@ def render_result(result: FileResult, labels: Sequence[str], predictors: Sequenc
 
 
 # --------------------------------------------------------------------------- page sections
+def _load(info: RunInfo) -> LoadedRun | None:
+    """The run's shared loaded model, or None after saying on the page why it cannot load."""
+    if info.error:
+        components.run_problem(info)
+        return None
+    try:
+        return resources.loaded_run(Path(info.path))
+    except (RunError, CheckpointError, ValueError, OSError, RuntimeError) as exc:
+        st.error(f"Cannot load **{info.label}**: {exc}", icon="🚫")
+        return None
+
+
 def _controls(runs: list[RunInfo]) -> tuple[list[str], list[LoadedRun], str, bool, str] | None:
     by = components.runs_by_path(runs)
     c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
     with c1:
-        run_a = components.pick_run(runs, key="live_run", label="Model", default=default_run(runs))
+        run_a = components.pick_run(runs, key="live_run", label="Model", default=strongest_run(runs),
+                                   help="For uploads and snapshots; defaults to the strongest model (best validation accuracy). The Live tab picks its own model.")
     with c2:
         run_b = components.pick_run(runs, key="live_run_b", label="Compare with", none_label="— none —",
                                     exclude=run_a)
@@ -224,15 +226,10 @@ def _controls(runs: list[RunInfo]) -> tuple[list[str], list[LoadedRun], str, boo
     chosen = [run_a] + ([run_b] if run_b else [])
     predictors = []
     for path in chosen:
-        info = by[path]
-        if info.error:
-            components.run_problem(info)
+        loaded = _load(by[path])
+        if loaded is None:
             return None
-        try:
-            predictors.append(resources.loaded_run(Path(path)))
-        except (RunError, CheckpointError, ValueError, OSError, RuntimeError) as exc:
-            st.error(f"Cannot load **{info.label}**: {exc}", icon="🚫")
-            return None
+        predictors.append(loaded)
     labels = [components.run_label(by[p]) for p in chosen]
     if any(by[p].synthetic for p in chosen):
         st.caption("A model trained on SynthFER (synthetic faces) has never seen a photograph: expect "
@@ -280,7 +277,15 @@ def snapshot_section(labels: list[str], predictors: list[LoadedRun], detector: s
         render_result(res, labels, predictors, key="live_snap", attribution=attribution)
 
 
-def live_section(predictor: LoadedRun, detector: str) -> None:
+def live_section(runs: list[RunInfo], detector: str) -> None:
+    default, why = stream_run(runs)
+    path = components.pick_run(runs, key="live_stream_run", label="Model for the stream", default=default,
+                               help=why + " Every face of every frame is classified, so the per-face "
+                                          "cost sets the frame rate.")
+    st.caption(why)
+    predictor = _load(components.runs_by_path(runs)[path]) if path else None
+    if predictor is None:
+        return
     try:
         import av
         from streamlit_webrtc import WebRtcMode, webrtc_streamer
@@ -315,12 +320,14 @@ def live_section(predictor: LoadedRun, detector: str) -> None:
     readout = o3.checkbox("Latency text on the video", True, key="live_readout")
     with st.spinner("Preparing the live classifier (ONNX export, once per checkpoint)…"):
         status = predictor.backend_status()
-    usable = [b for b in ("onnx", "torch-bf16", "torch") if status[b] is None]  # fastest first
+    usable = [b for b in LIVE_ORDER if status[b] is None]  # fastest first
     backend = o4.selectbox("Classifier", usable, index=usable.index(predictor.live_backend), key="live_backend",
                            format_func=BACKEND_LABELS.get,
                            help="ONNX Runtime computes the same fp32 probabilities as PyTorch in about a "
                                 "third of the time per face; PyTorch bf16 is faster than PyTorch fp32 but "
-                                "within ~0.01 of it. Uploads and snapshots always use PyTorch fp32."
+                                "within ~0.01 of it. ONNX Runtime int8 is the run's own quantized graph "
+                                "(`python -m fer_core quantize`): cheaper still, with its own accuracy. "
+                                "Uploads and snapshots always use PyTorch fp32."
                                 + "".join(f"\n\n{BACKEND_LABELS[b]}: unavailable ({why})."
                                           for b, why in status.items() if why))
     settings = LiveSettings(detector=detector, detect_every=every, detect_side=side, smoothing=smoothing,
@@ -384,7 +391,7 @@ def main() -> None:
     with t_snap:
         snapshot_section(labels, predictors, detector, whole, attribution)
     with t_live:
-        live_section(predictors[0], detector)
+        live_section(runs, detector)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,20 @@ def diff_vs_torch(session: Any, model: torch.nn.Module, input_size: int, *, in_c
     return float(np.abs(got - ref.numpy()).max())
 
 
+def make_session(blob: bytes, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session over a graph's bytes, tuned for batch-1 faces (see :class:`OnnxClassifier`)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads > 1:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+
+
 class OnnxClassifier:
     """An ONNX Runtime session over a model's export: ``clf(x) -> probabilities`` (N×C float32).
 
@@ -145,21 +159,12 @@ class OnnxClassifier:
         why = available()
         if why:
             raise OnnxUnavailable(why)
-        import onnxruntime as ort
-
         try:
             blob = export_onnx(model, input_size, in_chans=in_chans)
         except Exception as exc:  # noqa: BLE001 - any exporter failure means "use PyTorch instead"
             raise OnnxUnavailable(f"the model could not be exported to ONNX ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if threads > 1:
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        self.session = make_session(blob, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.size_bytes = len(blob)
         self.max_abs_diff = diff_vs_torch(self.session, model, input_size, in_chans=in_chans)
@@ -176,6 +181,17 @@ class OnnxClassifier:
 
     def __repr__(self) -> str:
         return f"OnnxClassifier({self.size_bytes / 1e6:.1f} MB graph, max |Δp| vs torch {self.max_abs_diff:.1e})"
+
+
+def exportable_module(lm: Any) -> torch.nn.Module:
+    """The torch module of a loaded run in the form the ONNX exporters take (an imported model's
+    input adapter re-wrapped so that it traces)."""
+    module = lm.module()
+    if lm.kind == "foreign":
+        from fer_core.foreign.kinds import export_module
+
+        module = export_module(lm.run, lm.config, module)
+    return module
 
 
 def save_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], *, which: str = "best",
@@ -200,11 +216,7 @@ def save_onnx(run: str | os.PathLike[str], out: str | os.PathLike[str], *, which
     from fer_core.model import LoadedRun
 
     lm = LoadedRun(run, which=which)
-    module = lm.module()
-    if lm.kind == "foreign":
-        from fer_core.foreign.kinds import export_module
-
-        module = export_module(lm.run, lm.config, module)
+    module = exportable_module(lm)
     blob = export_onnx(module, lm.preprocess.size, probs=probs)
     proto = onnx.load_from_string(blob)
     meta = {"fer_studio.classes": json.dumps(list(lm.classes)),

@@ -58,14 +58,15 @@ def check_len(name: str, value: Sequence[int], n: int) -> tuple[int, ...]:
 
 
 def conv_bn_act(in_ch: int, out_ch: int, kernel_size: int, act: nn.Module, *, index: int | str = "",
-                act_name: str = "relu") -> OrderedDict[str, nn.Module]:
+                act_name: str = "relu", stride: int = 1) -> OrderedDict[str, nn.Module]:
     """``conv{index}`` (size-keeping padding, no bias) → ``bn{index}`` → ``{act_name}{index}``.
 
     The conv has no bias because the BatchNorm's β plays that role. Returned as named entries so
     the caller splices them into its own ``nn.Sequential`` and the layer names stay flat.
     """
     return OrderedDict([
-        (f"conv{index}", nn.Conv2d(in_ch, out_ch, kernel_size=kernel_size, padding=kernel_size // 2, bias=False)),
+        (f"conv{index}", nn.Conv2d(in_ch, out_ch, kernel_size=kernel_size, stride=stride,
+                                     padding=kernel_size // 2, bias=False)),
         (f"bn{index}", nn.BatchNorm2d(out_ch)),
         (f"{act_name}{index}", act),
     ])
