@@ -58,6 +58,9 @@ def _progress_printer(quiet: bool):
             print(f"epoch {ev['epoch']:3d}  train_loss {ev['train_loss']:.4f} acc {ev['train_acc']:.4f}  "
                   f"val_loss {ev['val_loss']:.4f} acc {ev['val_acc']:.4f}  lr {ev['lr']:.2e}  "
                   f"{ev['time_s']:.0f}s", file=sys.stderr, flush=True)
+        elif ev["kind"] == "teacher_targets":
+            how = f"computed in {ev['seconds']:.0f}s" if ev["computed"] else "reused from the run"
+            print(f"teacher targets for {ev['n']} training faces: {how} (--kd-cache)", file=sys.stderr, flush=True)
         elif ev["kind"] == "early_stop":
             print(f"early stop at epoch {ev['epoch']} (best epoch {ev['best_epoch']})", file=sys.stderr)
 
@@ -342,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher", default=None, metavar="RUN",
                    help="distil this run's soft targets (any run, an ensemble too) into the new model")
     t.add_argument("--kd-t", type=float, default=None, help=f"distillation temperature (default {d.kd_t})")
+    t.add_argument("--kd-cache", action="store_true", default=None,
+                   help="run the teacher once per training face (un-augmented) instead of on every batch")
     t.add_argument("--kd-alpha", type=float, default=None,
                    help=f"weight of the soft-target term, 1 - it on the labels' CE (default {d.kd_alpha})")
     t.add_argument("--relabel", default=None, metavar="FILE.csv",

@@ -9,6 +9,16 @@ A temperature ``T > 1`` softens both distributions so the student learns how the
 the wrong classes (sad vs fear), not only its top class; the ``T^2`` factor keeps the soft term's
 gradients on the scale of the hard term's whatever ``T`` is (they scale as ``1/T^2``).
 
+Two ways to get the teacher's targets. By default the teacher runs on every training batch, on
+the *same* augmented pixels as the student ("consistent" teaching: the target matches the view).
+With ``kd_cache`` (``--kd-cache``) it runs once per training face, on the un-augmented face, and
+the student looks its targets up by face: the teacher then costs one pass over the training set
+instead of one per epoch. That matters on a CPU, where a large teacher's forward pass costs as much
+as the small student's whole training step; the targets are those of the clean face, as the hard
+label is, and augmentations are label-preserving. The table is stored in the run
+(``teacher_logits.pt``, keyed by the teacher's config hash and a digest of the training faces) so
+a resumed run reuses it instead of recomputing.
+
 Why a :class:`~fer_core.model.LoadedRun` teacher: any run kind can teach -- our runs, imported
 models (a teacher whose module is inference-only gives its log-probabilities, which divided by
 ``T`` give the same ``p^T`` as logits would: they differ by a per-face constant), and ensembles.
@@ -28,6 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from fer_core.model import LoadedRun, ModelUnavailable
+
+CACHE_FILE = "teacher_logits.pt"
 
 # config.json entries that change no output of the model (a later TTA choice), left out of its hash
 VOLATILE_KEYS = ("eval_tta", "eval_tta_val")
@@ -102,3 +114,30 @@ def load_teacher(run: str | os.PathLike[str], device: str | torch.device, classe
         raise ValueError(f"teacher {run} changed since this run started (its config hash differs): "
                          "resuming would not continue the same training")
     return teacher
+
+
+def cached_logits(teacher: Teacher, x_u8: torch.Tensor, run: str | os.PathLike[str], *,
+                  preprocess_unit: Any, batch_size: int = 512, write: bool = True) -> tuple[torch.Tensor, bool]:
+    """The teacher's logits for every training face (``N×C``, in ``x_u8``'s order), and whether they
+    were computed now (False: reused from ``RUN/teacher_logits.pt``).
+
+    ``preprocess_unit`` maps uint8 faces to the [0,1] pixels the student's pipeline sees before
+    augmentation (``Preprocess.to_unit``); the teacher converts them to its own preprocessing.
+    """
+    from fer_core.checkpoint import save_checkpoint
+
+    key = hashlib.sha256(teacher.identity["config_hash"].encode() + str(tuple(x_u8.shape)).encode()
+                         + x_u8.contiguous().numpy().tobytes()).hexdigest()
+    path = Path(run) / CACHE_FILE
+    if path.is_file():
+        try:  # plain tensors and strings: weights_only loading, nothing is unpickled
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(ck, dict) and ck.get("key") == key and tuple(ck["logits"].shape) == (len(x_u8), len(teacher.classes)):
+                return ck["logits"].float(), False
+        except Exception:  # noqa: BLE001 - a torn or foreign file: recompute and replace it
+            pass
+    table = torch.cat([teacher.logits(preprocess_unit(x_u8[i:i + batch_size]))
+                       for i in range(0, len(x_u8), batch_size)]).float()
+    if write:
+        save_checkpoint(path, {"key": key, "teacher": teacher.identity["run"], "logits": table})
+    return table, True

@@ -38,7 +38,7 @@ from fer_core.augment import build_augment
 from fer_core.checkpoint import load_checkpoint, save_checkpoint
 from fer_core.data.faceset import FaceSet
 from fer_core.device import DistInfo, cpu_bf16_supported, resolve_device, setup_distributed, versions
-from fer_core.distill import Teacher, kd_loss, load_teacher
+from fer_core.distill import Teacher, cached_logits, kd_loss, load_teacher
 from fer_core.models import create_model
 from fer_core.preprocess import Preprocess
 from fer_core.runs import (append_metrics, new_run_dir, read_config, split_seed_of, truncate_metrics,
@@ -96,11 +96,14 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
                     epoch: int, device: torch.device, dist: DistInfo = DistInfo(), bf16: bool = False,
                     ema: torch.optim.swa_utils.AveragedModel | None = None,
                     progress: Progress | None = None, elapsed_before: float = 0.0,
-                    teacher: Teacher | None = None) -> tuple[float, float]:
+                    teacher: Teacher | None = None,
+                    teacher_table: torch.Tensor | None = None) -> tuple[float, float]:
     """One pass over the training faces; returns (mean loss, accuracy) of this process's shard.
 
     With ``cfg.time_budget_min`` the epoch also ends early once the budget is spent. With a
-    ``teacher`` (:class:`fer_core.distill.Teacher`) the loss is :func:`fer_core.distill.kd_loss`.
+    ``teacher`` (:class:`fer_core.distill.Teacher`) the loss is :func:`fer_core.distill.kd_loss`,
+    on the teacher's logits for the batch's augmented pixels, or, given ``teacher_table`` (one row
+    per face of ``x``: :func:`fer_core.distill.cached_logits`), on its rows for the batch's faces.
     """
     budget_s = cfg.time_budget_min * 60.0
     t_start = time.perf_counter()
@@ -149,7 +152,8 @@ def train_one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: 
             loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[perm_b],
                                                             label_smoothing=cfg.label_smoothing)
         if teacher is not None:
-            loss = kd_loss(logits, teacher.logits(ub), yb, T=cfg.kd_t, alpha=cfg.kd_alpha, hard=loss)
+            soft = teacher_table[idx].to(device) if teacher_table is not None else teacher.logits(ub)
+            loss = kd_loss(logits, soft, yb, T=cfg.kd_t, alpha=cfg.kd_alpha, hard=loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -338,6 +342,15 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
                 truncate_metrics(run_path, int(ck["epoch"]))
         elif resume is not None and dist.is_main:
             truncate_metrics(run_path, 0)  # killed before the first epoch finished: start over
+        teacher_table = None
+        if teacher is not None and cfg.kd_cache:
+            t_cache = time.perf_counter()
+            teacher_table, computed = cached_logits(
+                teacher, train.x, run_path, write=dist.is_main,
+                preprocess_unit=lambda xb: preprocess.to_unit(xb.to(device)))
+            if progress is not None:
+                progress({"kind": "teacher_targets", "n": len(teacher_table), "computed": computed,
+                          "seconds": time.perf_counter() - t_cache})
         net: nn.Module = model
         if dist.enabled:
             net = nn.parallel.DistributedDataParallel(
@@ -355,7 +368,8 @@ def fit(cfg: TrainConfig | None = None, run_dir: str | os.PathLike | None = None
             tr_loss, tr_acc = train_one_epoch(net, train.x, train.y, cfg=cfg, preprocess=preprocess,
                                               augment=augment, optimizer=optimizer, epoch=epoch,
                                               device=device, dist=dist, bf16=bf16, ema=ema,
-                                              progress=progress, elapsed_before=elapsed, teacher=teacher)
+                                              progress=progress, elapsed_before=elapsed, teacher=teacher,
+                                              teacher_table=teacher_table)
             va_loss, va_acc = evaluate_loss(eval_model, val.x, val.y, preprocess=preprocess,
                                             device=device, channels_last=cfg.channels_last)
             if plateau is not None:

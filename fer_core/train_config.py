@@ -47,6 +47,7 @@ class TrainConfig:
     teacher: str | None = None        # run directory whose soft targets are distilled (fer_core.distill)
     kd_t: float = 4.0                 # distillation temperature T
     kd_alpha: float = 0.7             # weight of the soft (KL) term; 1 - kd_alpha on the hard CE
+    kd_cache: bool = False            # teacher once per training face (un-augmented), not per batch
     relabel: str | None = None        # triage CSV applied to the training faces (fer_core.dataset.relabel)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,11 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if self.kd_t <= 0 or not 0.0 <= self.kd_alpha <= 1.0:
             raise ValueError("--kd-t must be > 0 and --kd-alpha in [0, 1]")
+        if self.kd_cache and not self.teacher:
+            raise ValueError("--kd-cache caches a teacher's targets: give --teacher RUN")
+        if self.kd_cache and self.mixup > 0:
+            raise ValueError("--kd-cache has one target per training face, so it cannot follow mixup's "
+                             "mixed faces: use --mixup 0, or the teacher on every batch (no --kd-cache)")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

@@ -130,3 +130,43 @@ def test_an_ensemble_teaches_and_a_bad_teacher_leaves_nothing(teacher_run, tmp_p
     assert not (tmp_path / "never").exists()
     with pytest.raises(ValueError, match="kd-alpha"):
         _cfg(teacher=str(teacher_run), kd_alpha=1.5)
+
+
+def test_cached_targets_are_the_teachers_logits_of_each_clean_face(teacher_run, tmp_path, monkeypatch):
+    """--kd-cache: the teacher runs once per training face (not per batch), every KD target is that
+    face's row, and a resumed run reuses the stored table."""
+    import fer_core.train as train_mod
+    from fer_core.data import open_dataset
+    from fer_core.distill import CACHE_FILE
+    from fer_core.preprocess import Preprocess
+
+    calls, targets, events = [], [], []
+    logits = Teacher.logits
+    monkeypatch.setattr(Teacher, "logits", lambda self, u: calls.append(len(u)) or logits(self, u))
+    kd = train_mod.kd_loss
+    monkeypatch.setattr(train_mod, "kd_loss", lambda s, t, y, **kw: targets.append(t.clone()) or kd(s, t, y, **kw))
+    run = fit(_cfg(epochs=2, teacher=str(teacher_run), kd_cache=True, normalize=True), run_dir=tmp_path / "s",
+              progress=events.append)
+    cfg = read_config(run)
+    train = open_dataset(DATA, val_fraction=0.1, seed=0).select("train")
+    assert sum(calls) == len(train.x)                                 # one teacher pass, not one per epoch
+    table = torch.load(run / CACHE_FILE, weights_only=True)["logits"]
+    expected = Teacher(teacher_run).logits(Preprocess.from_dict(cfg["preprocess"]).to_unit(train.x))
+    torch.testing.assert_close(table, expected)
+    used = torch.cat(targets)
+    assert len(used) == 2 * len(train.x)                              # every face, both epochs
+    rows = {tuple(r.tolist()) for r in table}
+    assert all(tuple(r.tolist()) in rows for r in used)               # each target is a face's row
+    assert [e["computed"] for e in events if e["kind"] == "teacher_targets"] == [True]
+
+    events.clear()
+    calls.clear()
+    fit(resume=run, max_epochs=3, progress=events.append)
+    assert [e["computed"] for e in events if e["kind"] == "teacher_targets"] == [False] and not calls
+
+
+def test_cached_targets_refuse_mixup_and_need_a_teacher(teacher_run):
+    with pytest.raises(ValueError, match="mixup"):
+        _cfg(teacher=str(teacher_run), kd_cache=True, mixup=0.2)
+    with pytest.raises(ValueError, match="give --teacher"):
+        _cfg(kd_cache=True)

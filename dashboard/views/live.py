@@ -206,7 +206,8 @@ def _controls(runs: list[RunInfo]) -> tuple[list[str], list[LoadedRun], str, boo
     c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
     with c1:
         run_a = components.pick_run(runs, key="live_run", label="Model", default=strongest_run(runs),
-                                   help="For uploads and snapshots; defaults to the strongest model (best validation accuracy). The Live tab picks its own model.")
+                                    help="For uploads and snapshots; starts on the strongest model (best "
+                                         "validation accuracy). The Live tab picks its own model.")
     with c2:
         run_b = components.pick_run(runs, key="live_run_b", label="Compare with", none_label="— none —",
                                     exclude=run_a)
