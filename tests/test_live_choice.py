@@ -78,3 +78,34 @@ def test_stream_default_is_the_fast_run_only_when_it_qualifies(tmp_path):
     path, why = stream_run(runs)
     assert path == str(fast) and "fast model for the stream" in why and "0.300 ms/face" in why
     assert strongest_run(runs) == str(strong)                           # uploads keep the strongest
+
+
+def test_digest_follows_the_weights_file_of_each_run_kind(tmp_path):
+    """Imported runs hash their model file (not files the tool adds beside it, like the int8 graph);
+    an ensemble hashes its members; a run whose member is gone has no valid record."""
+    import shutil
+
+    from fer_core.runs import write_config
+
+    a, b = make_run(tmp_path, "a", data="x.npz"), make_run(tmp_path, "b", data="x.npz", seed=1)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.onnx").write_bytes(b"graph bytes")
+    write_config(foreign, {"kind": "foreign", "model": "imported onnx: m.onnx", "foreign": {"file": "model.onnx"}})
+    d = weights_digest(foreign)
+    (foreign / "live_int8.onnx").write_bytes(b"derived")               # added beside: same weights
+    assert weights_digest(foreign) == d
+    (foreign / "model.onnx").write_bytes(b"other graph")
+    assert weights_digest(foreign) != d
+    ens = tmp_path / "ens"                      # an ensemble's config, as create_ensemble writes it
+    ens.mkdir()
+    write_config(ens, {"kind": "ensemble", "model": "ensemble", "ensemble": {"members": ["../a", "../b"],
+                                                                           "weights": [0.5, 0.5]}})
+    d = weights_digest(ens)
+    (a / "best.pt").write_bytes((a / "best.pt").read_bytes() + b"\0")   # a member changed
+    assert weights_digest(ens) != d
+    write_record(ens, _bench(0.3, 0.7))
+    assert read_record(ens)[0] is not None
+    shutil.rmtree(b)
+    rec, why = read_record(ens)
+    assert rec is None and "cannot hash" in why

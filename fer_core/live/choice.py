@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fer_core.checkpoint import atomic_write_text
-from fer_core.runs import RunInfo, read_config
+from fer_core.runs import RunError, RunInfo, read_config
 
 FAST_MIN_ACC = 0.68                  # the issue's bar: above the `fer` package's ~0.65 on PublicTest
 RECORD = Path("eval") / "live_bench.json"
@@ -31,7 +31,8 @@ REQUIRED = ("ours_ms", "peer_ms", "ours_acc", "split", "weights_sha256")
 
 
 def weights_digest(run: str | os.PathLike[str], which: str = "best") -> str:
-    """SHA-256 over the files that hold a run's weights (an ensemble: its config and its members').
+    """SHA-256 of the file that holds a run's weights (``best.pt``, an imported run's model file; an
+    ensemble: its member list and weights, and its members' digests).
 
     Content, not modification times: a fresh clone gives every file a new mtime, and the shipped
     record must still match the shipped weights.
@@ -46,13 +47,13 @@ def weights_digest(run: str | os.PathLike[str], which: str = "best") -> str:
         for member in member_paths(run, config):
             h.update(weights_digest(member, which).encode())
         return h.hexdigest()
-    files = [run / f"{which}.pt"] if (run / f"{which}.pt").is_file() else sorted(
-        p for p in run.iterdir() if p.is_file() and p.suffix in (".pt", ".pth", ".onnx", ".safetensors",
-                                                                   ".pt2", ".keras", ".h5"))
-    for p in files:
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+    foreign = config.get("foreign") if config.get("kind") == "foreign" else None
+    path = run / str(foreign["file"]) if isinstance(foreign, dict) and foreign.get("file") else run / f"{which}.pt"
+    if not path.is_file():
+        raise ValueError(f"{run.name} has no weights file ({path.name}) to measure")
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
 
 
@@ -82,7 +83,7 @@ def read_record(run: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str
     try:
         if rec["weights_sha256"] != weights_digest(run):
             return None, "the bench record was taken on other weights (run it again)"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RunError) as exc:   # e.g. an ensemble member that is gone
         return None, f"cannot hash the run's weights: {exc}"
     return rec, ""
 
