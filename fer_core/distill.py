@@ -132,7 +132,8 @@ def cached_logits(teacher: Teacher, x_u8: torch.Tensor, run: str | os.PathLike[s
     if path.is_file():
         try:  # plain tensors and strings: weights_only loading, nothing is unpickled
             ck = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(ck, dict) and ck.get("key") == key and tuple(ck["logits"].shape) == (len(x_u8), len(teacher.classes)):
+            shape = (len(x_u8), len(teacher.classes))
+            if isinstance(ck, dict) and ck.get("key") == key and tuple(ck["logits"].shape) == shape:
                 return ck["logits"].float(), False
         except Exception:  # noqa: BLE001 - a torn or foreign file: recompute and replace it
             pass
