@@ -258,6 +258,12 @@ class LoadedRun:
                         self._int8_error = str(exc)
             return self._int8_clf
 
+    @property
+    def int8_info(self) -> dict[str, Any] | None:
+        """What ``quantize`` measured of the run's int8 graph (agreement with fp32 ...), or None."""
+        clf = self._int8()
+        return None if clf is None else dict(clf.info)
+
     def backend_status(self) -> dict[str, str | None]:
         """Each classification backend -> None when usable here, else why not."""
         from fer_core.device import cpu_bf16_supported

@@ -47,6 +47,8 @@ def test_loaded_run_serves_int8_for_live(quantized_run):
     lm = LoadedRun(run)
     assert lm.backend_status()["onnx-int8"] is None
     assert lm.live_backend == "onnx-int8"
+    assert lm.int8_info == {k: info[k] for k in ("calibration_faces", "check_faces", "top1_agreement",
+                                                  "mean_abs_diff", "max_abs_diff")}
     faces = open_dataset("synthetic:n=12000,seed=0").select("test").x.numpy()[:300]
     x = lm.inputs(faces)
     p8, p32 = lm.classify(x, "onnx-int8"), lm.classify(x, "torch")

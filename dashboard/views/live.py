@@ -331,6 +331,9 @@ def live_section(runs: list[RunInfo], detector: str) -> None:
                                 "Uploads and snapshots always use PyTorch fp32."
                                 + "".join(f"\n\n{BACKEND_LABELS[b]}: unavailable ({why})."
                                           for b, why in status.items() if why))
+    if backend == "onnx-int8" and (info := predictor.int8_info):
+        o4.caption(f"int8 graph: top class as fp32 on {info['top1_agreement']:.1%} of "
+                   f"{info['check_faces']:,} validation faces")
     settings = LiveSettings(detector=detector, detect_every=every, detect_side=side, smoothing=smoothing,
                             ema_alpha=strength if smoothing == "ema" else 0.4,
                             window=int(strength) if smoothing == "window" else 8,
