@@ -78,3 +78,15 @@ def test_int8_graph_of_other_weights_is_refused(quantized_run, tmp_path):
     assert "does not load" in LoadedRun(stale).backend_status()["onnx-int8"]
     (stale / "live_int8.onnx").unlink()
     assert "fer_core quantize" in LoadedRun(stale).backend_status()["onnx-int8"]
+
+
+def test_shipped_int8_graphs_match_their_weights():
+    """A shipped run's int8 graph was made from exactly its shipped weights, so the live stream uses it."""
+    from fer_core.model import LoadedRun
+
+    shipped = sorted(p.parent for p in (ROOT / "checkpoints").glob("*/live_int8.onnx"))
+    assert shipped, "fer2013-vgg ships its int8 live graph"
+    for run in shipped:
+        lm = LoadedRun(run)
+        assert lm.backend_status()["onnx-int8"] is None, run.name
+        assert lm.live_backend == "onnx-int8" and lm.int8_info["top1_agreement"] >= 0.95
