@@ -16,6 +16,7 @@ the peer per face *and* at least :data:`FAST_MIN_ACC` accurate on PublicTest (``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -51,7 +52,16 @@ def weights_digest(run: str | os.PathLike[str], which: str = "best") -> str:
     path = run / str(foreign["file"]) if isinstance(foreign, dict) and foreign.get("file") else run / f"{which}.pt"
     if not path.is_file():
         raise ValueError(f"{run.name} has no weights file ({path.name}) to measure")
-    with path.open("rb") as f:
+    st = path.stat()
+    return _file_digest(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, remembered while its size and mtime stay the same: the Live page asks
+    on every rerun, and re-reading megabytes of weights each time would be wasted work."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
