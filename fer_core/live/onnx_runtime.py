@@ -63,6 +63,33 @@ class _WithSoftmax(torch.nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
+def drop_stack_traces(proto: Any) -> Any:
+    """Remove the exporter's per-node Python stack traces from an ONNX ``ModelProto`` (in place).
+
+    Why: ``torch.onnx.export(dynamo=True)`` stores, on every node, the traceback of the code that
+    made it, with the absolute file paths of the exporting machine (its checkout, its venv). They
+    are debugging aids only, they would ship inside every graph a run carries, and they make the
+    bytes depend on where the project was installed. Node names, scopes and class hierarchies stay.
+    """
+    todo = [proto.graph, *proto.functions]
+    while todo:
+        g = todo.pop()
+        for node in g.node:
+            keep = [(e.key, e.value) for e in node.metadata_props if e.key != STACK_TRACE_KEY]
+            if len(keep) != len(node.metadata_props):
+                del node.metadata_props[:]
+                for k, v in keep:
+                    e = node.metadata_props.add()
+                    e.key, e.value = k, v
+            for a in node.attribute:            # If/Loop/Scan bodies
+                todo.extend([a.g] if a.HasField("g") else [])
+                todo.extend(a.graphs)
+    return proto
+
+
 def export_onnx(model: torch.nn.Module, input_size: int, *, in_chans: int = 1, probs: bool = True) -> bytes:
     """Serialise ``model`` (eval mode, on CPU, untouched) to ONNX bytes with a dynamic batch size.
 
@@ -81,7 +108,7 @@ def export_onnx(model: torch.nn.Module, input_size: int, *, in_chans: int = 1, p
             prog = torch.onnx.export(m, (x,), dynamo=True, input_names=["x"], output_names=[out_name],
                                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}},
                                      verbose=False, optimize=True)
-            return prog.model_proto.SerializeToString()
+            return drop_stack_traces(prog.model_proto).SerializeToString()
         except Exception as exc:  # noqa: BLE001 - e.g. an imported torch.export program's modules
             first = exc
         # the TorchScript-based exporter traces what torch.export cannot (unflattened programs)
