@@ -78,12 +78,9 @@ def drop_stack_traces(proto: Any) -> Any:
     while todo:
         g = todo.pop()
         for node in g.node:
-            keep = [(e.key, e.value) for e in node.metadata_props if e.key != STACK_TRACE_KEY]
-            if len(keep) != len(node.metadata_props):
-                del node.metadata_props[:]
-                for k, v in keep:
-                    e = node.metadata_props.add()
-                    e.key, e.value = k, v
+            for i in reversed(range(len(node.metadata_props))):
+                if node.metadata_props[i].key == STACK_TRACE_KEY:
+                    del node.metadata_props[i]
             for a in node.attribute:            # If/Loop/Scan bodies
                 todo.extend([a.g] if a.HasField("g") else [])
                 todo.extend(a.graphs)
